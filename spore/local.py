@@ -1,0 +1,254 @@
+"""The local client: keeps a tunnel open and serves its visitors from a local service."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from typing import Callable, TextIO
+
+from twisted.internet import error
+from twisted.internet.defer import Deferred
+from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from spore import auth
+from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
+from spore.messages import (
+    Accept,
+    Authenticate,
+    Challenge,
+    Connection,
+    Error,
+    Heartbeat,
+    Hello,
+    ServerMessage,
+    decode_server_message,
+)
+from spore.settings import LocalSettings
+from spore.splice import SpliceProtocol
+
+NO_CLIENT_SECRET = "server requires authentication, but no client secret was provided"
+NO_SERVER_SECRET = "expected authentication challenge, but no secret was required"
+
+
+class TunnelFailed(Exception):
+    """The tunnel cannot go on; the message says why, for a person."""
+
+
+def describe_connect_failure(reason: Failure) -> str:
+    """A short reason a connection attempt failed, without Twisted's jargon."""
+    if reason.check(error.ConnectionRefusedError):
+        return "connection refused"
+    if reason.check(error.TimeoutError, error.UserError):
+        return "timed out"
+    if reason.check(error.DNSLookupError):
+        return "host name not found"
+    return reason.getErrorMessage()
+
+
+class _Factory(Factory):
+    """Builds one protocol per connection attempt, quietly."""
+
+    noisy = False
+
+    def __init__(self, build: Callable[[], Protocol]) -> None:
+        self.build = build
+
+    def buildProtocol(self, addr) -> Protocol:
+        return self.build()
+
+
+class ServerConnectionProtocol(FrameProtocol):
+    """Common to both kinds of connection a client makes to the server."""
+
+    decode = staticmethod(decode_server_message)
+
+    def __init__(self, client: LocalClient) -> None:
+        self.client = client
+        self.clock = client.reactor
+        self.settings = client.settings
+
+    def answer_challenge(self, challenge: uuid.UUID) -> None:
+        self.send(Authenticate(auth.answer(self.settings.secret, challenge)))
+
+
+class ControlProtocol(ServerConnectionProtocol):
+    """The control connection: asks for a tunnel, then hears of visitors."""
+
+    log = Logger()
+    state = "new"
+
+    def connectionMade(self) -> None:
+        if self.settings.secret is not None:
+            self.state = "challenge"
+        else:
+            self._say_hello()
+        self.set_deadline(HANDSHAKE_TIMEOUT, lambda: self.fail(TIMED_OUT))
+
+    def _say_hello(self) -> None:
+        # bore sends Hello right after Authenticate, without waiting.
+        self.send(Hello(self.settings.port))
+        self.state = "hello"
+        self.set_deadline(HANDSHAKE_TIMEOUT, lambda: self.fail(TIMED_OUT))
+
+    def messageReceived(self, message: ServerMessage) -> None:
+        match self.state, message:
+            case _, Error(text):
+                self.fail(f"server error: {text}")
+            case "challenge", Challenge(id):
+                self.answer_challenge(id)
+                self._say_hello()
+            case "challenge", _:
+                self.fail(NO_SERVER_SECRET)
+            case "hello", Hello(port):
+                self.cancel_deadline()
+                self.state = "open"
+                self.client.tunnel_opened(port)
+            case "hello", Challenge():
+                self.fail(NO_CLIENT_SECRET)
+            case "hello", _:
+                self.fail(f"unexpected initial non-hello message: {message}")
+            case "open", Heartbeat():
+                pass
+            case "open", Connection(id):
+                self.client.visitor_arrived(id)
+            case "open", _:
+                self.log.warn("ignoring unexpected {message}", message=repr(message))
+
+    def protocolError(self, why: str) -> None:
+        self.fail(f"bad frame from server: {why}")
+
+    def fail(self, why: str) -> None:
+        self.cancel_deadline()
+        self.state = "failed"
+        self.transport.loseConnection()
+        self.client.failed(why)
+
+    def connectionLost(self, reason) -> None:
+        FrameProtocol.connectionLost(self, reason)
+        if self.state != "failed":
+            self.client.failed(f"server at {self.client.server} closed the connection")
+
+
+class DataProtocol(ServerConnectionProtocol):
+    """A connection that claims one visitor and splices it to the local service."""
+
+    log = Logger()
+
+    def __init__(self, client: LocalClient, id: uuid.UUID) -> None:
+        super().__init__(client)
+        self.id = id
+
+    def connectionMade(self) -> None:
+        if self.settings.secret is None:
+            self._accept()
+        else:
+            self.set_deadline(HANDSHAKE_TIMEOUT, self.transport.loseConnection)
+
+    def messageReceived(self, message: ServerMessage) -> None:
+        if isinstance(message, Challenge):
+            self.answer_challenge(message.id)
+            self._accept()
+        else:
+            self.protocolError(f"unexpected {message}")
+
+    def protocolError(self, why: str) -> None:
+        self.log.warn("data connection for {id}: {why}", id=str(self.id), why=why)
+        self.transport.loseConnection()
+
+    def _accept(self) -> None:
+        self.cancel_deadline()
+        self.send(Accept(self.id))
+        # What follows is the visitor's bytes: hold them until the local
+        # service is connected.
+        self.setRawMode()
+        self.pauseProducing()
+        d = self.client.connect_local()
+        d.addCallbacks(self._local_connected, self._local_failed)
+
+    def _local_connected(self, local: SpliceProtocol) -> None:
+        if not self.transport.connected:
+            local.transport.loseConnection()
+            return
+        self.splice(local)
+        self.resumeProducing()
+
+    def _local_failed(self, reason: Failure) -> None:
+        self.log.warn(
+            "could not connect to local service {address} for visitor {id}: {why}",
+            address=self.client.local_address, id=str(self.id), why=describe_connect_failure(reason),
+        )
+        self.transport.loseConnection()
+
+
+class LocalClient:
+    """One tunnel through a server to a local service."""
+
+    log = Logger()
+
+    def __init__(self, settings: LocalSettings, reactor, stdout: TextIO | None = None) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.stdout = stdout if stdout is not None else sys.__stdout__
+        self.server = f"{settings.to}:{settings.control_port}"
+        self.local_address = f"{settings.local_host}:{settings.local_port}"
+        self.done: Deferred[None] = Deferred()
+        self.control: ControlProtocol | None = None
+        self.remote_port: int | None = None
+
+    def _connect_server(self, factory: Factory) -> Deferred:
+        endpoint = HostnameEndpoint(
+            self.reactor, self.settings.to, self.settings.control_port, timeout=HANDSHAKE_TIMEOUT
+        )
+        return endpoint.connect(factory)
+
+    def start(self) -> Deferred[None]:
+        """Open the tunnel; ``done`` fails with TunnelFailed when it cannot go on."""
+        d = self._connect_server(_Factory(lambda: ControlProtocol(self)))
+        d.addCallbacks(self._control_connected, self._control_failed)
+        return self.done
+
+    def stop(self) -> None:
+        """Close the tunnel on purpose."""
+        if not self.done.called:
+            self.done.callback(None)
+        if self.control is not None:
+            self.control.state = "failed"
+            self.control.transport.loseConnection()
+
+    def _control_connected(self, control: ControlProtocol) -> None:
+        self.control = control
+
+    def _control_failed(self, reason: Failure) -> None:
+        self.failed(f"could not connect to server at {self.server}: {describe_connect_failure(reason)}")
+
+    def failed(self, why: str) -> None:
+        if not self.done.called:
+            self.log.error("tunnel failed: {why}", why=why)
+            self.done.errback(TunnelFailed(why))
+
+    def tunnel_opened(self, port: int) -> None:
+        self.remote_port = port
+        self.log.info("connected to server, remote port {port}", port=port)
+        self.stdout.write(f"listening at {self.settings.to}:{port}\n")
+        self.stdout.flush()
+
+    def visitor_arrived(self, id: uuid.UUID) -> None:
+        self.log.info("new connection {id}", id=str(id))
+        d = self._connect_server(_Factory(lambda: DataProtocol(self, id)))
+        d.addErrback(self._data_failed, id)
+
+    def _data_failed(self, reason: Failure, id: uuid.UUID) -> None:
+        self.log.warn(
+            "could not open data connection for {id} to {server}: {why}",
+            id=str(id), server=self.server, why=describe_connect_failure(reason),
+        )
+
+    def connect_local(self) -> Deferred[SpliceProtocol]:
+        endpoint = HostnameEndpoint(
+            self.reactor, self.settings.local_host, self.settings.local_port,
+            timeout=self.settings.local_connect_timeout,
+        )
+        return endpoint.connect(_Factory(SpliceProtocol))

@@ -1,0 +1,270 @@
+"""The tunnel server's protocols: the control port, tunnels and visitors."""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import random
+import uuid
+
+from twisted.internet.defer import Deferred, ensureDeferred
+from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from spore import auth
+from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
+from spore.messages import (
+    Accept,
+    Authenticate,
+    Challenge,
+    ClientMessage,
+    Connection,
+    Error,
+    Heartbeat,
+    Hello,
+    decode_client_message,
+)
+from spore.pending import PendingVisitors
+from spore.settings import ServerSettings
+from spore.splice import SpliceProtocol
+
+RANDOM_PORT_TRIES = 150
+
+
+class TunnelError(Exception):
+    """A tunnel could not be opened; the message is bore's text for why."""
+
+
+def _address(addr) -> str:
+    host = getattr(addr, "host", "?")
+    return f"[{host}]:{addr.port}" if ":" in host else f"{host}:{addr.port}"
+
+
+class VisitorProtocol(SpliceProtocol):
+    """Someone who connected to a tunnel's public port."""
+
+    log = Logger()
+
+    def __init__(self, tunnel: Tunnel) -> None:
+        self.tunnel = tunnel
+        self.id: uuid.UUID | None = None
+
+    def connectionMade(self) -> None:
+        # Read nothing until a client claims us: there is nowhere to put it.
+        self.transport.pauseProducing()
+        self.id = self.tunnel.visitor_arrived(self)
+
+    def expire(self) -> None:
+        self.log.warn(
+            "removed stale connection {id} from {visitor} on port {port}",
+            id=str(self.id), visitor=_address(self.transport.getPeer()), port=self.tunnel.port,
+        )
+        self.id = None
+        self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        if self.id is not None and self.peer is None:
+            self.tunnel.server.pending.discard(self.id)
+        SpliceProtocol.connectionLost(self, reason)
+
+
+class VisitorFactory(Factory):
+    """Builds the visitors of one tunnel's public port."""
+
+    noisy = False
+    tunnel: Tunnel
+
+    def logPrefix(self) -> str:
+        return "Spore public port"
+
+    def buildProtocol(self, addr) -> VisitorProtocol:
+        return VisitorProtocol(self.tunnel)
+
+
+class Tunnel:
+    """A public port, open exactly as long as its control connection."""
+
+    log = Logger()
+
+    def __init__(self, control: ServerProtocol, listening: IListeningPort) -> None:
+        self.control = control
+        self.server = control.server
+        self.listening = listening
+        self.port: int = listening.getHost().port
+        self.heartbeat = LoopingCall(control.send, Heartbeat())
+        self.heartbeat.clock = self.server.clock
+
+    def start(self) -> None:
+        self.control.send(Hello(self.port))
+        self.heartbeat.start(self.server.settings.heartbeat_interval, now=True)
+
+    def visitor_arrived(self, visitor: VisitorProtocol) -> uuid.UUID:
+        id = self.server.pending.add(visitor)
+        self.log.info(
+            "visitor {visitor} connected to port {port}, announced as {id}",
+            visitor=_address(visitor.transport.getPeer()), port=self.port, id=str(id),
+        )
+        self.control.send(Connection(id))
+        return id
+
+    def close(self) -> Deferred:
+        if self.heartbeat.running:
+            self.heartbeat.stop()
+        return self.listening.stopListening()
+
+
+class ServerProtocol(FrameProtocol):
+    """A connection to the control port.
+
+    Its first message decides what it is: ``Hello`` makes it a tunnel's
+    control connection, ``Accept`` a data connection spliced to a visitor.
+    """
+
+    log = Logger()
+    decode = staticmethod(decode_client_message)
+
+    def __init__(self, server: ServerFactory) -> None:
+        self.server = server
+        self.clock = server.clock
+        self.challenge: uuid.UUID | None = None
+        self.tunnel: Tunnel | None = None
+        self.state = "new"
+
+    @property
+    def client(self) -> str:
+        return _address(self.transport.getPeer())
+
+    def connectionMade(self) -> None:
+        if self.server.settings.secrets:
+            self.challenge = uuid.uuid4()
+            self.send(Challenge(self.challenge))
+            self.state = "challenged"
+        else:
+            self.state = "waiting"
+        self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
+
+    def messageReceived(self, message: ClientMessage) -> None:
+        match self.state, message:
+            case "challenged", Authenticate(tag):
+                if not auth.verify(self.server.settings.secrets, self.challenge, tag):
+                    self.log.warn("authentication failed for {client}: invalid secret", client=self.client)
+                    return self.fail("invalid secret")
+                self.state = "waiting"
+                self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
+            case "challenged", _:
+                self.log.warn("authentication failed for {client}: no secret given", client=self.client)
+                self.fail("server requires secret, but no secret was provided")
+            case "waiting", Hello(port):
+                self.cancel_deadline()
+                self.state = "opening"
+                ensureDeferred(self._open_tunnel(port))
+            case "waiting", Accept(id):
+                self.cancel_deadline()
+                self._accept(id)
+            case "waiting", Authenticate():
+                self.fail("unexpected authenticate")
+            case _:
+                self.fail("unexpected message")
+
+    def protocolError(self, why: str) -> None:
+        self.log.info("closing {client}: {why}", client=self.client, why=why)
+        self.fail(why)
+
+    def fail(self, why: str) -> None:
+        """Tell the client why, then close."""
+        self.state = "closed"
+        self.cancel_deadline()
+        self.send(Error(why))
+        self.transport.loseConnection()
+
+    def _timed_out(self) -> None:
+        self.log.info("closing {client}: {why}", client=self.client, why=TIMED_OUT)
+        self.fail(TIMED_OUT)
+
+    async def _open_tunnel(self, port: int) -> None:
+        visitors = VisitorFactory()
+        try:
+            listening = await self.server.listen_public(port, visitors)
+        except TunnelError as e:
+            self.log.info("refused tunnel for {client}: {why}", client=self.client, why=str(e))
+            return self.fail(str(e))
+        if self.state != "opening":  # the client left while we were binding
+            listening.stopListening()
+            return
+        self.state = "tunnel"
+        self.tunnel = visitors.tunnel = Tunnel(self, listening)
+        self.log.info("tunnel opened on port {port} for {client}", port=self.tunnel.port, client=self.client)
+        self.tunnel.start()
+
+    def _accept(self, id: uuid.UUID) -> None:
+        visitor = self.server.pending.claim(id)
+        if visitor is None:
+            # bore closes without a frame: a client is already forwarding
+            # whatever we send now to its local service.
+            self.log.warn("missing connection {id} claimed by {client}", id=str(id), client=self.client)
+            self.state = "closed"
+            self.transport.loseConnection()
+            return
+        self.log.info("visitor {id} claimed by {client}", id=str(id), client=self.client)
+        self.state = "forwarding"
+        self.setRawMode()
+        self.splice(visitor)
+
+    def connectionLost(self, reason) -> None:
+        self.state = "closed"
+        if self.tunnel is not None:
+            self.log.info("tunnel on port {port} closed ({client} left)", port=self.tunnel.port, client=self.client)
+            self.tunnel.close()
+            self.tunnel = None
+        FrameProtocol.connectionLost(self, reason)
+
+
+class ServerFactory(Factory):
+    """Builds the control port's protocols and holds what they share."""
+
+    noisy = False
+
+    def logPrefix(self) -> str:
+        return "Spore control port"
+
+    def __init__(self, settings: ServerSettings, reactor, rng: random.Random | None = None) -> None:
+        self.settings = settings
+        self.reactor = reactor
+        self.clock = reactor
+        self.rng = rng or random.SystemRandom()
+        self.pending: PendingVisitors[VisitorProtocol] = PendingVisitors(reactor, settings.pending_timeout)
+
+    def buildProtocol(self, addr) -> ServerProtocol:
+        return ServerProtocol(self)
+
+    async def listen_public(self, port: int, visitors: VisitorFactory) -> IListeningPort:
+        """Open a public port for a tunnel, as bore would (same errors)."""
+        settings = self.settings
+        if port == 0:
+            for _ in range(RANDOM_PORT_TRIES):
+                try:
+                    return await self._bind(self.rng.randint(settings.min_port, settings.max_port), visitors)
+                except TunnelError:
+                    continue
+            raise TunnelError("failed to find an available port")
+        if not settings.min_port <= port <= settings.max_port:
+            raise TunnelError("client port number not in allowed range")
+        return await self._bind(port, visitors)
+
+    async def _bind(self, port: int, visitors: VisitorFactory) -> IListeningPort:
+        host = self.settings.bind_tunnels
+        endpoint_type = TCP6ServerEndpoint if ipaddress.ip_address(host).version == 6 else TCP4ServerEndpoint
+        endpoint = endpoint_type(self.reactor, port, interface=host)
+        try:
+            return await endpoint.listen(visitors)
+        except CannotListenError as e:
+            code = getattr(e.socketError, "errno", None)
+            if code == errno.EADDRINUSE:
+                raise TunnelError("port already in use") from e
+            if code == errno.EACCES:
+                raise TunnelError("permission denied") from e
+            raise TunnelError("failed to bind to port") from e

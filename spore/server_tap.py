@@ -1,0 +1,123 @@
+"""``spore server`` and ``twist spore-server``: options and the service they make."""
+
+from __future__ import annotations
+
+import os
+
+from contextlib import contextmanager
+
+from twisted.application import strports
+from twisted.application.service import MultiService
+from twisted.internet.endpoints import quoteStringArgument
+from twisted.internet.error import CannotListenError
+from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.logger import Logger
+from twisted.python import usage
+from zope.interface import implementer
+
+from spore import options as check
+from spore.server import ServerFactory
+from spore.settings import DEFAULT_CONTROL_PORT, ServerSettings
+
+_ENVIRONMENT = {
+    "min-port": ("SPORE_MIN_PORT", "BORE_MIN_PORT"),
+    "max-port": ("SPORE_MAX_PORT", "BORE_MAX_PORT"),
+    "secret": ("SPORE_SECRET", "BORE_SECRET"),
+    "control-port": ("SPORE_CONTROL_PORT",),
+    "bind-addr": ("SPORE_BIND_ADDR",),
+}
+
+
+class Options(check.SporeOptions):
+    """The options of ``spore server``, also those of ``twist spore-server``."""
+
+    synopsis = "[options]"
+    longdesc = (
+        "Run a tunnel server: clients connect to its control port and each gets a "
+        "public port whose visitors are forwarded to the client. Speaks bore's protocol."
+    )
+    optParameters = [
+        ["min-port", None, None, "Lowest public port handed out [default: 1024; env SPORE_MIN_PORT]"],
+        ["max-port", None, None, "Highest public port handed out [default: 65535; env SPORE_MAX_PORT]"],
+        ["secret", "s", None, "Secret that clients must prove they know [env SPORE_SECRET]"],
+        ["bind-addr", None, None, "Address of the control listener [default: 0.0.0.0; env SPORE_BIND_ADDR]"],
+        ["bind-tunnels", None, None, "Address of the public listeners [default: --bind-addr]"],
+        ["control-port", None, None, f"Control port [default: {DEFAULT_CONTROL_PORT}; env SPORE_CONTROL_PORT]"],
+        ["listen", None, None, "Twisted endpoint for the control listener, e.g. tcp:7835:interface=127.0.0.1 "
+         "or systemd:domain=INET:index=0 (replaces --bind-addr and --control-port)"],
+        ["heartbeat-interval", None, "0.5", "Seconds between heartbeats to idle clients"],
+    ]
+
+    def postOptions(self) -> None:
+        check.fill_from_environment(self, self.environ, _ENVIRONMENT)
+        min_port = check.port(self["min-port"] or 1024, "min-port")
+        max_port = check.port(self["max-port"] or 65535, "max-port")
+        if min_port > max_port:
+            raise usage.UsageError(f"--min-port ({min_port}) is greater than --max-port ({max_port})")
+        bind_addr = check.ip_address(self["bind-addr"] or "0.0.0.0", "bind-addr")
+        control_port = check.port(self["control-port"] or DEFAULT_CONTROL_PORT, "control-port")
+        self.listen = self["listen"] or f"tcp:{control_port}:interface={quoteStringArgument(bind_addr)}"
+        self.settings = ServerSettings(
+            min_port=min_port,
+            max_port=max_port,
+            secrets=(self["secret"],) if self["secret"] else (),
+            bind_tunnels=check.ip_address(self["bind-tunnels"] or bind_addr, "bind-tunnels"),
+            heartbeat_interval=check.positive_seconds(self["heartbeat-interval"], "heartbeat-interval"),
+        )
+
+
+@implementer(IStreamServerEndpoint)
+class _Announcing:
+    """An endpoint that logs where it listens once it does."""
+
+    log = Logger()
+
+    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def listen(self, factory):
+        return self.endpoint.listen(factory).addCallback(self._listening)
+
+    def _listening(self, port):
+        address = port.getHost()
+        self.log.info("server listening on {address}", address=f"{address.host}:{address.port}")
+        return port
+
+
+@contextmanager
+def _explaining_listen_failure():
+    try:
+        yield
+    except CannotListenError as e:
+        where = f"{e.interface or '0.0.0.0'}:{e.port}"
+        why = getattr(e.socketError, "strerror", None) or str(e.socketError)
+        raise SystemExit(
+            f"Error: cannot listen on {where}: {why}. Is another tunnel server running "
+            f"there? Choose another port with --control-port (or --listen)."
+        ) from e
+
+
+class ServerService(MultiService):
+    """The server: its control listener, which fails the start clearly if it cannot listen."""
+
+    def privilegedStartService(self) -> None:
+        with _explaining_listen_failure():
+            super().privilegedStartService()
+
+    def startService(self) -> None:
+        with _explaining_listen_failure():
+            super().startService()
+
+
+def makeService(options: Options) -> ServerService:
+    from twisted.internet import reactor
+
+    factory = ServerFactory(options.settings, reactor)
+    try:
+        control = strports.service(options.listen, factory, reactor=reactor)
+    except (ValueError, KeyError, IndexError) as e:
+        raise SystemExit(f"Error: --listen {options.listen!r} is not a usable endpoint: {e}") from e
+    control.endpoint = _Announcing(control.endpoint)
+    service = ServerService()
+    control.setServiceParent(service)
+    return service

@@ -1,0 +1,32 @@
+"""What a server or a local client is asked to do, once options are parsed."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+DEFAULT_CONTROL_PORT = 7835
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """A tunnel server's behaviour, apart from where it listens for control."""
+
+    min_port: int = 1024
+    max_port: int = 65535
+    secrets: tuple[str, ...] = ()
+    bind_tunnels: str = "0.0.0.0"
+    heartbeat_interval: float = 0.5
+    pending_timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    """A local client: which service to expose through which server."""
+
+    local_port: int
+    to: str
+    local_host: str = "localhost"
+    port: int = 0
+    control_port: int = DEFAULT_CONTROL_PORT
+    secret: str | None = None
+    local_connect_timeout: float = 5.0

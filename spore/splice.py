@@ -1,0 +1,67 @@
+"""Two TCP connections joined so that bytes flow both ways.
+
+The pattern of Twisted's ``portforward``: each side's transport is registered
+as a streaming producer on the other, so when one side's peer stops reading
+and its write buffer fills, Twisted stops reading from the other side instead
+of buffering without bound.  A FIN in one direction is passed on as a FIN
+(``loseWriteConnection``) while the other direction keeps flowing, as bore 0.6
+does; a connection is closed once both of its directions are done.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Protocol
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+
+@implementer(IHalfCloseableProtocol)
+class SpliceProtocol(Protocol):
+    """One side of a spliced pair; the other side is ``peer``."""
+
+    peer: SpliceProtocol | None = None
+    _read_done = False
+    _write_done = False
+
+    def splice(self, peer: SpliceProtocol) -> None:
+        """Join this connection to ``peer`` and start reading from both."""
+        self.peer, peer.peer = peer, self
+        self.transport.registerProducer(peer.transport, True)
+        peer.transport.registerProducer(self.transport, True)
+        for side in (self, peer):
+            if side._read_done:
+                # Its FIN came before the splice: pass it on now.
+                side.peer._peer_finished()
+            else:
+                side.transport.resumeProducing()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.peer.transport.write(data)
+
+    def readConnectionLost(self) -> None:
+        self._read_done = True
+        if self.peer is not None:
+            self.peer._peer_finished()
+        if self._write_done:
+            self.transport.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        self._write_done = True
+        if self._read_done:
+            self.transport.loseConnection()
+
+    def _peer_finished(self) -> None:
+        # The peer will send nothing more: flush what we have, then FIN.
+        # The peer's transport must stop being our producer first, or
+        # Twisted waits for it to produce again before shutting down.
+        self.transport.unregisterProducer()
+        self.transport.loseWriteConnection()
+
+    def connectionLost(self, reason: Failure) -> None:
+        peer, self.peer = self.peer, None
+        if peer is not None:
+            peer.peer = None
+            # Nothing more can reach us: let the peer flush and close.
+            peer.transport.unregisterProducer()
+            peer.transport.loseConnection()
