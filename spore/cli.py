@@ -19,7 +19,7 @@ from spore.options import SporeOptions
 
 
 class Options(SporeOptions):
-    synopsis = "spore (server | local) [options]"
+    synopsis = "spore"
     longdesc = "A TCP tunnel that speaks bore's protocol. 'spore COMMAND --help' lists a command's options."
     subCommands = [
         ["server", None, server_tap.Options, "Run a tunnel server"],

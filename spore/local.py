@@ -8,7 +8,7 @@ from typing import Callable, TextIO
 
 from twisted.internet import error
 from twisted.internet.defer import Deferred
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -67,7 +67,7 @@ class ServerConnectionProtocol(FrameProtocol):
 
     def __init__(self, client: LocalClient) -> None:
         self.client = client
-        self.clock = client.reactor
+        self.clock = client.clock
         self.settings = client.settings
 
     def answer_challenge(self, challenge: uuid.UUID) -> None:
@@ -188,9 +188,18 @@ class LocalClient:
 
     log = Logger()
 
-    def __init__(self, settings: LocalSettings, reactor, stdout: TextIO | None = None) -> None:
+    def __init__(
+        self,
+        settings: LocalSettings,
+        clock: IReactorTime,
+        server: IStreamClientEndpoint,
+        local: IStreamClientEndpoint,
+        stdout: TextIO | None = None,
+    ) -> None:
         self.settings = settings
-        self.reactor = reactor
+        self.clock = clock
+        self.server_endpoint = server
+        self.local_endpoint = local
         self.stdout = stdout if stdout is not None else sys.__stdout__
         self.server = f"{settings.to}:{settings.control_port}"
         self.local_address = f"{settings.local_host}:{settings.local_port}"
@@ -198,15 +207,9 @@ class LocalClient:
         self.control: ControlProtocol | None = None
         self.remote_port: int | None = None
 
-    def _connect_server(self, factory: Factory) -> Deferred:
-        endpoint = HostnameEndpoint(
-            self.reactor, self.settings.to, self.settings.control_port, timeout=HANDSHAKE_TIMEOUT
-        )
-        return endpoint.connect(factory)
-
     def start(self) -> Deferred[None]:
         """Open the tunnel; ``done`` fails with TunnelFailed when it cannot go on."""
-        d = self._connect_server(_Factory(lambda: ControlProtocol(self)))
+        d = self.server_endpoint.connect(_Factory(lambda: ControlProtocol(self)))
         d.addCallbacks(self._control_connected, self._control_failed)
         return self.done
 
@@ -237,7 +240,7 @@ class LocalClient:
 
     def visitor_arrived(self, id: uuid.UUID) -> None:
         self.log.info("new connection {id}", id=str(id))
-        d = self._connect_server(_Factory(lambda: DataProtocol(self, id)))
+        d = self.server_endpoint.connect(_Factory(lambda: DataProtocol(self, id)))
         d.addErrback(self._data_failed, id)
 
     def _data_failed(self, reason: Failure, id: uuid.UUID) -> None:
@@ -247,8 +250,4 @@ class LocalClient:
         )
 
     def connect_local(self) -> Deferred[SpliceProtocol]:
-        endpoint = HostnameEndpoint(
-            self.reactor, self.settings.local_host, self.settings.local_port,
-            timeout=self.settings.local_connect_timeout,
-        )
-        return endpoint.connect(_Factory(SpliceProtocol))
+        return self.local_endpoint.connect(_Factory(SpliceProtocol))

@@ -6,9 +6,11 @@ import os
 import sys
 
 from twisted.application.service import Service
+from twisted.internet.endpoints import HostnameEndpoint
 from twisted.python import usage
 
 from spore import options as check
+from spore.control import HANDSHAKE_TIMEOUT
 from spore.local import LocalClient, TunnelFailed
 from spore.settings import DEFAULT_CONTROL_PORT, LocalSettings
 
@@ -66,7 +68,11 @@ class LocalService(Service):
 
     def __init__(self, settings: LocalSettings, reactor) -> None:
         self.reactor = reactor
-        self.client = LocalClient(settings, reactor)
+        server = HostnameEndpoint(reactor, settings.to, settings.control_port, timeout=HANDSHAKE_TIMEOUT)
+        local = HostnameEndpoint(
+            reactor, settings.local_host, settings.local_port, timeout=settings.local_connect_timeout
+        )
+        self.client = LocalClient(settings, reactor, server, local)
 
     def startService(self) -> None:
         super().startService()

@@ -23,6 +23,8 @@ class SporeOptions(usage.Options):
         # Twisted's parser stops at the first argument, but bore's users write
         # 'local 3000 --to HOST': move the arguments after the options.
         options = sys.argv[1:] if options is None else options
+        if getattr(self, "subCommands", None):
+            return super().parseOptions(options)  # a subcommand's options are its own
         try:
             pairs, arguments = getopt.gnu_getopt(options, self.shortOpt, self.longOpt)
         except getopt.error:

@@ -23,12 +23,14 @@ class SpliceProtocol(Protocol):
     peer: SpliceProtocol | None = None
     _read_done = False
     _write_done = False
+    _consuming = False  # the peer's transport is registered as our producer
 
     def splice(self, peer: SpliceProtocol) -> None:
         """Join this connection to ``peer`` and start reading from both."""
         self.peer, peer.peer = peer, self
-        self.transport.registerProducer(peer.transport, True)
-        peer.transport.registerProducer(self.transport, True)
+        for side in (self, peer):
+            side.transport.registerProducer(side.peer.transport, True)
+            side._consuming = True
         for side in (self, peer):
             if side._read_done:
                 # Its FIN came before the splice: pass it on now.
@@ -53,15 +55,20 @@ class SpliceProtocol(Protocol):
 
     def _peer_finished(self) -> None:
         # The peer will send nothing more: flush what we have, then FIN.
-        # The peer's transport must stop being our producer first, or
-        # Twisted waits for it to produce again before shutting down.
-        self.transport.unregisterProducer()
+        self._stop_consuming()
         self.transport.loseWriteConnection()
+
+    def _stop_consuming(self) -> None:
+        # Twisted waits for a registered producer to produce again before it
+        # shuts a transport down, so unregister a peer that will not.
+        if self._consuming:
+            self._consuming = False
+            self.transport.unregisterProducer()
 
     def connectionLost(self, reason: Failure) -> None:
         peer, self.peer = self.peer, None
         if peer is not None:
             peer.peer = None
             # Nothing more can reach us: let the peer flush and close.
-            peer.transport.unregisterProducer()
+            peer._stop_consuming()
             peer.transport.loseConnection()

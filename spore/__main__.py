@@ -1,0 +1,3 @@
+from spore.cli import main
+
+main()

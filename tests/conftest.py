@@ -1,0 +1,37 @@
+"""Fixtures shared by the tests.
+
+Unit tests drive protocols with StringTransport and task.Clock.  Integration
+tests run the real ``spore``/``twist`` executables on 127.0.0.1, with ports
+chosen by the OS, every wait bounded, and every process stopped at the end.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.processes import Processes
+from tests.services import Service, echo
+
+
+@pytest.fixture
+def reactor():
+    """The global reactor, which pytest-twisted runs (it has no fixture of its own)."""
+    from twisted.internet import reactor
+
+    return reactor
+
+
+@pytest.fixture
+def processes():
+    """Starts spore/twist processes and makes sure none outlives the test."""
+    running = Processes()
+    yield running
+    running.stop_all()
+
+
+@pytest.fixture
+def echo_service():
+    """A local echo service on 127.0.0.1."""
+    service = Service(echo)
+    yield service
+    service.close()

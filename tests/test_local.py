@@ -1,0 +1,143 @@
+"""The local client's protocols on a fake network and clock."""
+
+from __future__ import annotations
+
+import io
+import uuid
+
+import pytest
+from twisted.internet.defer import fail
+from twisted.internet.error import ConnectionRefusedError, ConnectionDone
+from twisted.python.failure import Failure
+
+from spore import auth
+from spore.local import LocalClient, TunnelFailed
+from spore.messages import Accept, Challenge, Connection, Error, Heartbeat, Hello, encode
+from spore.settings import LocalSettings
+from tests.fakes import MemoryEndpoint, TunnelReactor
+
+ID = uuid.UUID("04a1d439-2435-4664-9847-804f2ce92a0d")
+
+
+class Refusing(MemoryEndpoint):
+    def connect(self, factory):
+        return fail(ConnectionRefusedError())
+
+
+def start(secret=None, local=None):
+    reactor, server = TunnelReactor(), MemoryEndpoint()
+    stdout = io.StringIO()
+    settings = LocalSettings(local_port=3000, to="tunnel.example", secret=secret)
+    client = LocalClient(settings, reactor, server, local or MemoryEndpoint(), stdout=stdout)
+    outcome = []
+    client.start().addBoth(outcome.append)
+    return client, reactor, server, stdout, outcome
+
+
+def opened():
+    client, reactor, server, stdout, outcome = start()
+    control, transport = server.connections[0]
+    control.dataReceived(encode(Hello(20345)) + encode(Heartbeat()))
+    return client, reactor, server, control, transport, outcome
+
+
+def test_prints_the_public_address_once_the_tunnel_is_open():
+    client, reactor, server, stdout, outcome = start()
+    _, transport = server.connections[0]
+    assert transport.value() == encode(Hello(0))
+    assert stdout.getvalue() == ""
+    server.connections[0][0].dataReceived(encode(Hello(20345)))
+    assert stdout.getvalue() == "listening at tunnel.example:20345\n"
+    assert outcome == []
+
+
+def test_a_visitor_gets_a_data_connection_spliced_to_the_local_service():
+    client, reactor, server, control, _, outcome = opened()
+    control.dataReceived(encode(Connection(ID)) + encode(Heartbeat()))
+    data, data_transport = server.connections[1]
+    assert data_transport.value() == encode(Accept(ID))
+    local, local_transport = client.local_endpoint.connections[0]
+    data.dataReceived(b"visitor bytes")
+    assert local_transport.value() == b"visitor bytes"
+    local.dataReceived(b"service bytes")
+    assert data_transport.value() == encode(Accept(ID)) + b"service bytes"
+    assert outcome == []
+
+
+def test_a_data_connection_answers_the_challenge_before_accepting():
+    client, reactor, server, stdout, outcome = start(secret="s3cret")
+    control, transport = server.connections[0]
+    control.dataReceived(encode(Challenge(ID)) + encode(Hello(20345)))
+    assert transport.value() == b'{"Authenticate":"%s"}\0' % auth.answer("s3cret", ID).encode() + encode(Hello(0))
+    other = uuid.uuid4()
+    control.dataReceived(encode(Connection(other)))
+    data, data_transport = server.connections[1]
+    assert data_transport.value() == b""
+    data.dataReceived(encode(Challenge(ID)))
+    assert data_transport.value() == b'{"Authenticate":"%s"}\0' % auth.answer("s3cret", ID).encode() + encode(Accept(other))
+
+
+def test_a_refusing_local_service_closes_the_visitor_and_keeps_the_tunnel():
+    client, reactor, server, stdout, outcome = start(local=Refusing())
+    control, control_transport = server.connections[0]
+    control.dataReceived(encode(Hello(20345)))
+    control.dataReceived(encode(Connection(ID)))
+    _, data_transport = server.connections[1]
+    assert data_transport.disconnecting
+    assert not control_transport.disconnecting and outcome == []
+
+
+@pytest.mark.parametrize(
+    "frames, why",
+    [
+        (encode(Error("port already in use")), "server error: port already in use"),
+        (encode(Challenge(ID)), "server requires authentication, but no client secret was provided"),
+        (encode(Heartbeat()), "unexpected initial non-hello message: Heartbeat()"),
+        (b"garbage\0", "bad frame from server: unable to parse message"),
+        (b"x" * 300, "bad frame from server: frame error, invalid byte length"),
+    ],
+)
+def test_a_bad_answer_to_hello_is_fatal(frames, why):
+    client, reactor, server, stdout, outcome = start()
+    control, transport = server.connections[0]
+    control.dataReceived(frames)
+    assert transport.disconnecting
+    (failure,) = outcome
+    assert failure.check(TunnelFailed) and failure.getErrorMessage() == why
+
+
+@pytest.mark.parametrize("secret", [None, "s3cret"])
+def test_a_silent_server_is_given_up_after_three_seconds(secret):
+    client, reactor, server, stdout, outcome = start(secret=secret)
+    reactor.advance(2.999)
+    assert outcome == []
+    reactor.advance(0.001)
+    assert outcome[0].getErrorMessage() == "timed out waiting for initial message"
+
+
+def test_an_error_after_the_tunnel_opened_is_fatal():
+    client, reactor, server, control, transport, outcome = opened()
+    control.dataReceived(encode(Error("shutting down")))
+    assert outcome[0].getErrorMessage() == "server error: shutting down"
+
+
+def test_a_closed_control_connection_is_fatal():
+    client, reactor, server, control, transport, outcome = opened()
+    control.connectionLost(Failure(ConnectionDone()))
+    assert outcome[0].getErrorMessage() == "server at tunnel.example:7835 closed the connection"
+
+
+def test_an_unreachable_server_is_named():
+    reactor = TunnelReactor()
+    settings = LocalSettings(local_port=3000, to="tunnel.example", control_port=7000)
+    outcome = []
+    LocalClient(settings, reactor, Refusing(), MemoryEndpoint()).start().addBoth(outcome.append)
+    assert outcome[0].getErrorMessage() == "could not connect to server at tunnel.example:7000: connection refused"
+
+
+def test_stopping_closes_the_tunnel_without_failing():
+    client, reactor, server, control, transport, outcome = opened()
+    client.stop()
+    assert transport.disconnecting
+    control.connectionLost(Failure(ConnectionDone()))
+    assert outcome == [None]

@@ -1,0 +1,194 @@
+"""The server's control-port protocol on a fake network and clock."""
+
+from __future__ import annotations
+
+import errno
+import uuid
+
+import pytest
+
+from spore import auth
+from spore.messages import Accept, Authenticate, Hello, encode
+from spore.server import RANDOM_PORT_TRIES, ServerFactory
+from spore.settings import ServerSettings
+from tests.fakes import TunnelReactor, connect
+from tests.replay import HEARTBEAT, frames
+
+
+def make_server(reactor=None, **settings):
+    reactor = reactor or TunnelReactor()
+    settings.setdefault("min_port", 20000)
+    settings.setdefault("max_port", 20100)
+    return ServerFactory(ServerSettings(**settings), reactor), reactor
+
+
+def open_tunnel(server, port=20050):
+    control, transport = connect(server)
+    control.dataReceived(encode(Hello(port)))
+    assert frames(transport.value())[0] == encode(Hello(port))
+    return control, transport
+
+
+def announced_ids(transport):
+    return [uuid.UUID(f[15:-3].decode()) for f in frames(transport.value()) if f.startswith(b'{"Connection"')]
+
+
+def test_a_visitor_is_held_unread_and_announced():
+    server, reactor = make_server()
+    _, control = open_tunnel(server)
+    visitor, visitor_transport = reactor.visit(20050)
+    assert visitor_transport.producerState == "paused"
+    assert announced_ids(control) == [visitor.id]
+    assert len(server.pending) == 1
+
+
+def test_an_unclaimed_visitor_is_closed_after_ten_seconds():
+    server, reactor = make_server()
+    open_tunnel(server)
+    _, visitor = reactor.visit(20050)
+    reactor.advance(9.999)
+    assert not visitor.disconnecting
+    reactor.advance(0.001)
+    assert visitor.disconnecting
+    assert len(server.pending) == 0
+
+
+def test_a_visitor_is_claimed_once_and_bytes_after_accept_are_forwarded():
+    server, reactor = make_server()
+    _, control = open_tunnel(server)
+    visitor, visitor_transport = reactor.visit(20050)
+    (id,) = announced_ids(control)
+
+    data, data_transport = connect(server)
+    data.dataReceived(encode(Accept(id)) + b"GET / HTTP/1.0\r\n")
+    assert visitor_transport.value() == b"GET / HTTP/1.0\r\n"
+    assert visitor_transport.producerState == "producing"
+    assert visitor_transport.producer is data_transport and data_transport.producer is visitor_transport
+    visitor.dataReceived(b"HTTP/1.0 200 OK\r\n")
+    assert data_transport.value() == b"HTTP/1.0 200 OK\r\n"
+
+    again, again_transport = connect(server)
+    again.dataReceived(encode(Accept(id)))
+    assert again_transport.disconnecting and again_transport.value() == b""
+
+
+def test_the_claim_survives_past_ten_seconds():
+    server, reactor = make_server()
+    _, control = open_tunnel(server)
+    _, visitor_transport = reactor.visit(20050)
+    (id,) = announced_ids(control)
+    connect(server)[0].dataReceived(encode(Accept(id)))
+    reactor.advance(60)
+    assert not visitor_transport.disconnecting
+
+
+def test_heartbeats_every_interval_until_the_control_connection_closes():
+    server, reactor = make_server(heartbeat_interval=0.5)
+    control, transport = open_tunnel(server)
+    assert transport.value().count(HEARTBEAT) == 1
+    for beats in range(2, 6):
+        reactor.advance(0.5)
+        assert transport.value().count(HEARTBEAT) == beats
+    transport.loseConnection()
+    control.connectionLost(None)
+    reactor.advance(5)
+    assert transport.value().count(HEARTBEAT) == 5
+    assert reactor.listening == {}
+
+
+@pytest.mark.parametrize("secrets", [(), ("s3cret",)])
+def test_a_silent_client_is_closed_after_three_seconds(secrets):
+    server, reactor = make_server(secrets=secrets)
+    _, transport = connect(server)
+    reactor.advance(2.999)
+    assert not transport.disconnecting
+    reactor.advance(0.001)
+    assert transport.disconnecting
+    assert frames(transport.value())[-1] == b'{"Error":"timed out waiting for initial message"}\0'
+
+
+def test_after_authenticating_a_client_has_three_more_seconds():
+    server, reactor = make_server(secrets=("old", "s3cret"))
+    client, transport = connect(server)
+    challenge = uuid.UUID(frames(transport.value())[0][14:-3].decode())
+    reactor.advance(2.5)
+    client.dataReceived(encode(Authenticate(auth.answer("s3cret", challenge))))
+    reactor.advance(2.9)
+    assert not transport.disconnecting
+    client.dataReceived(encode(Hello(20050)))
+    reactor.advance(10)
+    assert not transport.disconnecting
+    assert encode(Hello(20050)) in transport.value()
+
+
+def test_any_of_several_secrets_authenticates():
+    server, _ = make_server(secrets=("first", "second"))
+    for secret in ("first", "second"):
+        client, transport = connect(server)
+        challenge = uuid.UUID(frames(transport.value())[0][14:-3].decode())
+        client.dataReceived(encode(Authenticate(auth.answer(secret, challenge))) + encode(Hello(0)))
+        assert frames(transport.value())[1].startswith(b'{"Hello":')
+
+
+def test_hello_zero_picks_a_port_in_the_range():
+    server, reactor = make_server(min_port=30000, max_port=30009)
+    ports = set()
+    for _ in range(10):
+        client, transport = connect(server)
+        client.dataReceived(encode(Hello(0)))
+        ports.add(int(frames(transport.value())[0][9:-2]))
+    assert ports <= set(range(30000, 30010))
+    assert ports == set(reactor.listening)
+
+
+def test_hello_zero_gives_up_after_150_tries():
+    class Counting(TunnelReactor):
+        tries = 0
+
+        def listenTCP(self, *args, **kwargs):
+            self.tries += 1
+            return super().listenTCP(*args, **kwargs)
+
+    server, reactor = make_server(Counting(taken=set(range(20000, 20101))))
+    client, transport = connect(server)
+    client.dataReceived(encode(Hello(0)))
+    assert reactor.tries == RANDOM_PORT_TRIES
+    assert transport.value() == b'{"Error":"failed to find an available port"}\0'
+    assert transport.disconnecting
+
+
+@pytest.mark.parametrize(
+    "code, text", [(errno.EADDRINUSE, "port already in use"), (errno.EACCES, "permission denied"), (errno.EADDRNOTAVAIL, "failed to bind to port")]
+)
+def test_bind_failures_get_bores_error_texts(code, text):
+    from twisted.internet.error import CannotListenError
+
+    class Refusing(TunnelReactor):
+        def listenTCP(self, port, factory, backlog=50, interface=""):
+            raise CannotListenError(interface, port, OSError(code, "refused"))
+
+    server, _ = make_server(Refusing())
+    client, transport = connect(server)
+    client.dataReceived(encode(Hello(20050)))
+    assert transport.value() == encode_error(text)
+
+
+def encode_error(text):
+    return b'{"Error":"' + text.encode() + b'"}\0'
+
+
+def test_a_tunnel_closes_when_its_client_half_closes():
+    server, reactor = make_server()
+    control, transport = open_tunnel(server)
+    control.readConnectionLost()
+    assert transport.disconnecting
+    control.connectionLost(None)
+    assert reactor.listening == {}
+
+
+def test_a_message_after_hello_closes_the_tunnel():
+    server, reactor = make_server()
+    control, transport = open_tunnel(server)
+    control.dataReceived(encode(Hello(20051)))
+    assert transport.disconnecting
+    assert frames(transport.value())[-1] == encode_error("unexpected message")
