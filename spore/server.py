@@ -40,7 +40,9 @@ class TunnelError(Exception):
 
 
 def _address(addr) -> str:
-    host = getattr(addr, "host", "?")
+    host = getattr(addr, "host", None)
+    if host is None:  # not an IP address (a UNIX socket given with --listen)
+        return str(addr)
     return f"[{host}]:{addr.port}" if ":" in host else f"{host}:{addr.port}"
 
 
