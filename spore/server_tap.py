@@ -70,7 +70,7 @@ class Options(check.SporeOptions):
 class _Announcing:
     """An endpoint that logs where it listens once it does."""
 
-    log = Logger(namespace="spore.server")
+    log = Logger()
 
     def __init__(self, endpoint: IStreamServerEndpoint) -> None:
         self.endpoint = endpoint
