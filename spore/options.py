@@ -65,6 +65,17 @@ def port(value: str | int, option: str, lowest: int = 1) -> int:
     return number
 
 
+def count(value: str | int, option: str, lowest: int = 1) -> int:
+    """``value`` as a whole number of at least ``lowest``, or a usage error naming ``option``."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise usage.UsageError(f"--{option} must be a whole number, not {value!r}") from None
+    if number < lowest:
+        raise usage.UsageError(f"--{option} must be at least {lowest}, not {number}")
+    return number
+
+
 def positive_seconds(value: str | float, option: str) -> float:
     try:
         seconds = float(value)

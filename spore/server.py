@@ -6,6 +6,7 @@ import errno
 import ipaddress
 import random
 import uuid
+from collections import Counter
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -58,18 +59,22 @@ class VisitorProtocol(SpliceProtocol):
     def connectionMade(self) -> None:
         # Read nothing until a client claims us: there is nowhere to put it.
         self.transport.pauseProducing()
-        self.id = self.tunnel.visitor_arrived(self)
+        self.tunnel.visitor_arrived(self)
+
+    def claimed(self) -> None:
+        self.tunnel.pending.discard(self)
 
     def expire(self) -> None:
         self.log.warn(
             "removed stale connection {id} from {visitor} on port {port}",
             id=str(self.id), visitor=_address(self.transport.getPeer()), port=self.tunnel.port,
         )
-        self.id = None
+        self.tunnel.pending.discard(self)
         self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
-        if self.id is not None and self.peer is None:
+        if self in self.tunnel.pending:
+            self.tunnel.pending.discard(self)
             self.tunnel.server.pending.discard(self.id)
         SpliceProtocol.connectionLost(self, reason)
 
@@ -99,19 +104,29 @@ class Tunnel:
         self.port: int = listening.getHost().port
         self.heartbeat = LoopingCall(control.send, Heartbeat())
         self.heartbeat.clock = self.server.clock
+        self.pending: set[VisitorProtocol] = set()
 
     def start(self) -> None:
         self.control.send(Hello(self.port))
         self.heartbeat.start(self.server.settings.heartbeat_interval, now=True)
 
-    def visitor_arrived(self, visitor: VisitorProtocol) -> uuid.UUID:
-        id = self.server.pending.add(visitor)
+    def visitor_arrived(self, visitor: VisitorProtocol) -> None:
+        address = _address(visitor.transport.getPeer())
+        limit = self.server.settings.max_pending_per_tunnel
+        if len(self.pending) >= limit:
+            self.log.warn(
+                "refused visitor {visitor} on port {port}: {limit} visitors already wait for the client",
+                visitor=address, port=self.port, limit=limit,
+            )
+            visitor.transport.loseConnection()
+            return
+        self.pending.add(visitor)
+        visitor.id = self.server.pending.add(visitor)
         self.log.info(
             "visitor {visitor} connected to port {port}, announced as {id}",
-            visitor=_address(visitor.transport.getPeer()), port=self.port, id=str(id),
+            visitor=address, port=self.port, id=str(visitor.id),
         )
-        self.control.send(Connection(id))
-        return id
+        self.control.send(Connection(visitor.id))
 
     def close(self) -> Deferred:
         if self.heartbeat.running:
@@ -140,8 +155,23 @@ class ServerProtocol(FrameProtocol):
     def client(self) -> str:
         return _address(self.transport.getPeer())
 
+    @property
+    def host(self) -> str:
+        peer = self.transport.getPeer()
+        return getattr(peer, "host", str(peer))
+
     def connectionMade(self) -> None:
-        if self.server.settings.secrets:
+        server = self.server
+        if server.handshakes >= server.settings.max_handshakes:
+            self.log.info(
+                "refused {client}: {limit} connections are already in their handshake",
+                client=self.client, limit=server.settings.max_handshakes,
+            )
+            self.state = "closed"
+            self.transport.loseConnection()
+            return
+        server.handshakes += 1
+        if server.settings.secrets:
             self.challenge = uuid.uuid4()
             self.send(Challenge(self.challenge))
             self.state = "challenged"
@@ -161,16 +191,21 @@ class ServerProtocol(FrameProtocol):
                 self.log.warn("authentication failed for {client}: no secret given", client=self.client)
                 self.fail("server requires secret, but no secret was provided")
             case "waiting", Hello(port):
-                self.cancel_deadline()
-                self.state = "opening"
+                self._end_handshake("opening")
                 ensureDeferred(self._open_tunnel(port))
             case "waiting", Accept(id):
-                self.cancel_deadline()
+                self._end_handshake("accepting")
                 self._accept(id)
             case "waiting", Authenticate():
                 self.fail("unexpected authenticate")
             case _:
                 self.fail("unexpected message")
+
+    def _end_handshake(self, state: str) -> None:
+        if self.state in ("challenged", "waiting"):
+            self.server.handshakes -= 1
+        self.cancel_deadline()
+        self.state = state
 
     def protocolError(self, why: str) -> None:
         self.log.info("closing {client}: {why}", client=self.client, why=why)
@@ -178,8 +213,8 @@ class ServerProtocol(FrameProtocol):
 
     def fail(self, why: str) -> None:
         """Tell the client why, then close."""
-        self.state = "closed"
-        self.cancel_deadline()
+        self._end_handshake("closed")
+        self._close_tunnel()
         self.send(Error(why))
         self.transport.loseConnection()
 
@@ -188,6 +223,13 @@ class ServerProtocol(FrameProtocol):
         self.fail(TIMED_OUT)
 
     async def _open_tunnel(self, port: int) -> None:
+        host = self.host
+        if self.server.tunnels_per_host[host] >= self.server.settings.max_tunnels_per_ip:
+            self.log.warn(
+                "refused tunnel for {client}: {limit} tunnels already open from {host}",
+                client=self.client, limit=self.server.settings.max_tunnels_per_ip, host=host,
+            )
+            return self.fail("too many tunnels from this address")
         visitors = VisitorFactory()
         try:
             listening = await self.server.listen_public(port, visitors)
@@ -198,6 +240,7 @@ class ServerProtocol(FrameProtocol):
             listening.stopListening()
             return
         self.state = "tunnel"
+        self.server.tunnels_per_host[host] += 1
         self.tunnel = visitors.tunnel = Tunnel(self, listening)
         self.log.info("tunnel opened on port {port} for {client}", port=self.tunnel.port, client=self.client)
         self.tunnel.start()
@@ -212,16 +255,26 @@ class ServerProtocol(FrameProtocol):
             self.transport.loseConnection()
             return
         self.log.info("visitor {id} claimed by {client}", id=str(id), client=self.client)
+        visitor.claimed()
+        # A per-address limit (spore.policies) counts the visitor already:
+        # a busy tunnel must not be throttled by its own data connections.
+        stop_counting = getattr(self.transport, "stop_counting", None)
+        if stop_counting is not None:
+            stop_counting()
         self.state = "forwarding"
         self.setRawMode()
         self.splice(visitor)
 
-    def connectionLost(self, reason) -> None:
-        self.state = "closed"
+    def _close_tunnel(self) -> None:
         if self.tunnel is not None:
-            self.log.info("tunnel on port {port} closed ({client} left)", port=self.tunnel.port, client=self.client)
+            self.log.info("tunnel on port {port} closed for {client}", port=self.tunnel.port, client=self.client)
             self.tunnel.close()
             self.tunnel = None
+            self.server.tunnels_per_host[self.host] -= 1
+
+    def connectionLost(self, reason) -> None:
+        self._end_handshake("closed")
+        self._close_tunnel()
         FrameProtocol.connectionLost(self, reason)
 
 
@@ -239,6 +292,8 @@ class ServerFactory(Factory):
         self.clock = reactor
         self.rng = rng or random.SystemRandom()
         self.pending: PendingVisitors[VisitorProtocol] = PendingVisitors(reactor, settings.pending_timeout)
+        self.handshakes = 0  # connections not yet past their first message
+        self.tunnels_per_host: Counter[str] = Counter()
 
     def buildProtocol(self, addr) -> ServerProtocol:
         return ServerProtocol(self)

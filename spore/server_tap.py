@@ -39,13 +39,18 @@ class Options(check.SporeOptions):
     optParameters = [
         ["min-port", None, None, "Lowest public port handed out [default: 1024; env SPORE_MIN_PORT]"],
         ["max-port", None, None, "Highest public port handed out [default: 65535; env SPORE_MAX_PORT]"],
-        ["secret", "s", None, "Secret that clients must prove they know [env SPORE_SECRET]"],
+        ["secret", "s", None, "Secret that clients must prove they know; several, comma-separated, are each "
+         "accepted [env SPORE_SECRET]"],
+        ["secret-file", None, None, "File with one accepted secret per line (keeps them out of the process list)"],
         ["bind-addr", None, None, "Address of the control listener [default: 0.0.0.0; env SPORE_BIND_ADDR]"],
         ["bind-tunnels", None, None, "Address of the public listeners [default: --bind-addr]"],
         ["control-port", None, None, f"Control port [default: {DEFAULT_CONTROL_PORT}; env SPORE_CONTROL_PORT]"],
         ["listen", None, None, "Twisted endpoint for the control listener, e.g. tcp:7835:interface=127.0.0.1 "
          "or systemd:domain=INET:index=0 (replaces --bind-addr and --control-port)"],
         ["heartbeat-interval", None, "0.5", "Seconds between heartbeats to idle clients"],
+        ["max-pending-per-tunnel", None, "128", "Visitors that may wait for a tunnel's client at a time; more are closed"],
+        ["max-tunnels-per-ip", None, "32", "Tunnels one client address may hold open"],
+        ["max-handshakes", None, "1024", "Control connections that may be in their handshake at a time"],
     ]
 
     def postOptions(self) -> None:
@@ -60,10 +65,27 @@ class Options(check.SporeOptions):
         self.settings = ServerSettings(
             min_port=min_port,
             max_port=max_port,
-            secrets=(self["secret"],) if self["secret"] else (),
+            secrets=self._secrets(),
             bind_tunnels=check.ip_address(self["bind-tunnels"] or bind_addr, "bind-tunnels"),
             heartbeat_interval=check.positive_seconds(self["heartbeat-interval"], "heartbeat-interval"),
+            max_pending_per_tunnel=check.count(self["max-pending-per-tunnel"], "max-pending-per-tunnel"),
+            max_tunnels_per_ip=check.count(self["max-tunnels-per-ip"], "max-tunnels-per-ip"),
+            max_handshakes=check.count(self["max-handshakes"], "max-handshakes"),
         )
+
+    def _secrets(self) -> tuple[str, ...]:
+        secrets = [s.strip() for s in (self["secret"] or "").split(",")]
+        if self["secret-file"]:
+            path = self["secret-file"]
+            try:
+                with open(path, encoding="utf-8") as f:
+                    from_file = [line.strip() for line in f if line.strip() and not line.startswith("#")]
+            except (OSError, UnicodeDecodeError) as e:
+                raise usage.UsageError(f"--secret-file {path}: {getattr(e, 'strerror', None) or e}") from None
+            if not from_file:
+                raise usage.UsageError(f"--secret-file {path} holds no secret")
+            secrets += from_file
+        return tuple(dict.fromkeys(s for s in secrets if s))
 
 
 @implementer(IStreamServerEndpoint)

@@ -17,6 +17,9 @@ class ServerSettings:
     bind_tunnels: str = "0.0.0.0"
     heartbeat_interval: float = 0.5
     pending_timeout: float = 10.0
+    max_pending_per_tunnel: int = 128
+    max_tunnels_per_ip: int = 32
+    max_handshakes: int = 1024
 
 
 @dataclass(frozen=True)

@@ -192,3 +192,56 @@ def test_a_message_after_hello_closes_the_tunnel():
     control.dataReceived(encode(Hello(20051)))
     assert transport.disconnecting
     assert frames(transport.value())[-1] == encode_error("unexpected message")
+
+
+def test_visitors_beyond_the_pending_limit_are_closed_at_once():
+    server, reactor = make_server(max_pending_per_tunnel=2)
+    _, control = open_tunnel(server)
+    waiting = [reactor.visit(20050)[1] for _ in range(2)]
+    _, third = reactor.visit(20050)
+    assert third.disconnecting and not any(t.disconnecting for t in waiting)
+    assert len(announced_ids(control)) == 2
+
+    # Once one is claimed, there is room again.
+    connect(server)[0].dataReceived(encode(Accept(announced_ids(control)[0])))
+    _, fourth = reactor.visit(20050)
+    assert not fourth.disconnecting
+
+
+def test_an_expired_or_departed_visitor_frees_its_pending_place():
+    server, reactor = make_server(max_pending_per_tunnel=1)
+    open_tunnel(server)
+    visitor, _ = reactor.visit(20050)
+    reactor.advance(10)
+    assert not reactor.visit(20050)[1].disconnecting
+    reactor.advance(10)
+    visitor, _ = reactor.visit(20050)
+    visitor.connectionLost(None)
+    assert len(server.pending) == 0
+    assert not reactor.visit(20050)[1].disconnecting
+
+
+def test_tunnels_per_address_are_limited():
+    server, reactor = make_server(max_tunnels_per_ip=2)
+    first, _ = open_tunnel(server, 20001)
+    open_tunnel(server, 20002)
+    client, transport = connect(server)
+    client.dataReceived(encode(Hello(20003)))
+    assert transport.value() == encode_error("too many tunnels from this address")
+    client.connectionLost(None)
+    first.connectionLost(None)
+    open_tunnel(server, 20003)
+
+
+def test_connections_beyond_the_handshake_limit_are_closed_without_a_byte():
+    server, reactor = make_server(max_handshakes=2, secrets=("s3cret",))
+    waiting = [connect(server) for _ in range(2)]
+    _, refused = connect(server)
+    assert refused.disconnecting and refused.value() == b""
+    # A connection past its handshake no longer counts; one that left neither.
+    waiting[0][0].dataReceived(b"garbage\0")
+    waiting[0][0].connectionLost(None)
+    assert not connect(server)[1].disconnecting
+    assert server.handshakes == 2
+    reactor.advance(3)
+    assert server.handshakes == 0
