@@ -35,3 +35,18 @@ def echo_service():
     service = Service(echo)
     yield service
     service.close()
+
+
+@pytest.fixture
+def start_service():
+    """Starts local services with a given handler; closes them all at the end."""
+    started: list[Service] = []
+
+    def start(handler, port: int = 0) -> Service:
+        service = Service(handler, port=port)
+        started.append(service)
+        return service
+
+    yield start
+    for service in started:
+        service.close()
