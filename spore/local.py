@@ -87,6 +87,12 @@ class ControlProtocol(ServerConnectionProtocol):
             self._say_hello()
         self.set_deadline(HANDSHAKE_TIMEOUT, lambda: self.fail(TIMED_OUT))
 
+    def dataReceived(self, data: bytes) -> None:
+        if self.state in ("challenge", "hello") and data[:2] in (b"\x15\x03", b"\x16\x03"):
+            # A TLS record (an alert or a handshake) where a frame should be.
+            return self.fail(f"server at {self.client.server} speaks TLS: connect with --tls")
+        super().dataReceived(data)
+
     def _say_hello(self) -> None:
         # bore sends Hello right after Authenticate, without waiting.
         self.send(Hello(self.settings.port))

@@ -7,6 +7,7 @@ import ipaddress
 import random
 import uuid
 from collections import Counter
+from typing import Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
@@ -17,6 +18,7 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from spore import auth
+from spore.access import normalize
 from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
 from spore.messages import (
     Accept,
@@ -157,12 +159,16 @@ class ServerProtocol(FrameProtocol):
 
     @property
     def host(self) -> str:
+        """The client's address, keyed as the address policies key it."""
         peer = self.transport.getPeer()
-        return getattr(peer, "host", str(peer))
+        address = normalize(getattr(peer, "host", ""))
+        return str(address) if address is not None else str(peer)
 
     def connectionMade(self) -> None:
         server = self.server
-        if server.handshakes >= server.settings.max_handshakes:
+        # A tunnel's owner is let in past the cap: its data connections must
+        # get through a flood of strangers.
+        if server.handshakes >= server.settings.max_handshakes and not server.tunnels_per_host[self.host]:
             self.log.info(
                 "refused {client}: {limit} connections are already in their handshake",
                 client=self.client, limit=server.settings.max_handshakes,
@@ -286,11 +292,18 @@ class ServerFactory(Factory):
     def logPrefix(self) -> str:
         return "Spore control port"
 
-    def __init__(self, settings: ServerSettings, reactor, rng: random.Random | None = None) -> None:
+    def __init__(
+        self,
+        settings: ServerSettings,
+        reactor,
+        rng: random.Random | None = None,
+        guard_public: Callable[[Factory], Factory] = lambda factory: factory,
+    ) -> None:
         self.settings = settings
         self.reactor = reactor
         self.clock = reactor
         self.rng = rng or random.SystemRandom()
+        self.guard_public = guard_public  # the policies that admit visitors
         self.pending: PendingVisitors[VisitorProtocol] = PendingVisitors(reactor, settings.pending_timeout)
         self.handshakes = 0  # connections not yet past their first message
         self.tunnels_per_host: Counter[str] = Counter()
@@ -317,7 +330,7 @@ class ServerFactory(Factory):
         endpoint_type = TCP6ServerEndpoint if ipaddress.ip_address(host).version == 6 else TCP4ServerEndpoint
         endpoint = endpoint_type(self.reactor, port, interface=host)
         try:
-            return await endpoint.listen(visitors)
+            return await endpoint.listen(self.guard_public(visitors))
         except CannotListenError as e:
             code = getattr(e.socketError, "errno", None)
             if code == errno.EADDRINUSE:

@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-
 from contextlib import contextmanager
+from typing import Callable
 
 from twisted.application import strports
 from twisted.application.service import MultiService
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
+from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 from twisted.python import usage
 from zope.interface import implementer
 
 from spore import options as check
+from spore.access import AccessRules
+from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
 from spore.server import ServerFactory
 from spore.settings import DEFAULT_CONTROL_PORT, ServerSettings
 
@@ -50,6 +53,11 @@ class Options(check.SporeOptions):
         ["max-pending-per-tunnel", None, "128", "Visitors that may wait for a tunnel's client at a time; more are closed"],
         ["max-tunnels-per-ip", None, "32", "Tunnels one client address may hold open"],
         ["max-handshakes", None, "1024", "Control connections that may be in their handshake at a time"],
+        ["allow", None, None, "Addresses and networks that may connect, comma- or space-separated "
+         "(e.g. 10.0.0.0/8,2001:db8::/32); the most specific --allow/--deny entry decides"],
+        ["deny", None, None, "Addresses and networks that may not connect"],
+        ["max-conns-per-ip", None, None, "Connections one address may have open at a time, control and "
+         "public ports together [default: no limit]"],
     ]
 
     def postOptions(self) -> None:
@@ -71,6 +79,20 @@ class Options(check.SporeOptions):
             max_tunnels_per_ip=check.count(self["max-tunnels-per-ip"], "max-tunnels-per-ip"),
             max_handshakes=check.count(self["max-handshakes"], "max-handshakes"),
         )
+        try:
+            self.rules = AccessRules.parse(self["allow"], self["deny"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from None
+        limit = self["max-conns-per-ip"]
+        self.peer_limit = PeerLimit(check.count(limit, "max-conns-per-ip")) if limit else None
+
+    def guard(self, factory: Factory, exempt: Callable[[str], bool] = lambda host: False) -> Factory:
+        """``factory`` behind the address rules and the per-address limit, where set."""
+        if self.peer_limit is not None:
+            factory = LimitPerPeer(factory, self.peer_limit, exempt)
+        if self.rules.restricts:
+            factory = AddressFilter(factory, self.rules)
+        return factory
 
     def _secrets(self) -> tuple[str, ...]:
         secrets = [s.strip() for s in (self["secret"] or "").split(",")]
@@ -133,9 +155,12 @@ class ServerService(MultiService):
 def makeService(options: Options) -> ServerService:
     from twisted.internet import reactor
 
-    factory = ServerFactory(options.settings, reactor)
+    factory = ServerFactory(options.settings, reactor, guard_public=options.guard)
     try:
-        control = strports.service(options.listen, factory, reactor=reactor)
+        # A tunnel's owner may exceed its budget on the control port: its
+        # data connections count only until they claim their visitors.
+        guarded = options.guard(factory, exempt=lambda host: factory.tunnels_per_host[host] > 0)
+        control = strports.service(options.listen, guarded, reactor=reactor)
     except (ValueError, KeyError, IndexError) as e:
         raise SystemExit(f"Error: --listen {options.listen!r} is not a usable endpoint: {e}") from e
     control.endpoint = _Announcing(control.endpoint)
