@@ -28,9 +28,11 @@ from spore.messages import (
 )
 from spore.settings import LocalSettings
 from spore.splice import SpliceProtocol
+from spore.tls import describe_tls_failure
 
 NO_CLIENT_SECRET = "server requires authentication, but no client secret was provided"
 NO_SERVER_SECRET = "expected authentication challenge, but no secret was required"
+_TLS_HINT = "(if the server uses TLS, add --tls)"
 
 
 class TunnelFailed(Exception):
@@ -85,7 +87,10 @@ class ControlProtocol(ServerConnectionProtocol):
             self.state = "challenge"
         else:
             self._say_hello()
-        self.set_deadline(HANDSHAKE_TIMEOUT, lambda: self.fail(TIMED_OUT))
+        self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
+
+    def _timed_out(self) -> None:
+        self.fail(TIMED_OUT if self.settings.tls else f"{TIMED_OUT} {_TLS_HINT}")
 
     def dataReceived(self, data: bytes) -> None:
         if self.state in ("challenge", "hello") and data[:2] in (b"\x15\x03", b"\x16\x03"):
@@ -97,7 +102,7 @@ class ControlProtocol(ServerConnectionProtocol):
         # bore sends Hello right after Authenticate, without waiting.
         self.send(Hello(self.settings.port))
         self.state = "hello"
-        self.set_deadline(HANDSHAKE_TIMEOUT, lambda: self.fail(TIMED_OUT))
+        self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
 
     def messageReceived(self, message: ServerMessage) -> None:
         match self.state, message:
@@ -133,8 +138,16 @@ class ControlProtocol(ServerConnectionProtocol):
         self.client.failed(why)
 
     def connectionLost(self, reason) -> None:
+        # Asked now: the TLS connection is gone once this returns.
+        tls_problem = describe_tls_failure(reason, self.transport)
         FrameProtocol.connectionLost(self, reason)
-        if self.state != "failed":
+        if self.state == "failed":
+            return
+        if tls_problem is not None:
+            self.client.failed(f"TLS with {self.client.server} failed: {tls_problem}")
+        elif self.state != "open" and not self.settings.tls:
+            self.client.failed(f"server at {self.client.server} closed the connection {_TLS_HINT}")
+        else:
             self.client.failed(f"server at {self.client.server} closed the connection")
 
 
@@ -180,6 +193,12 @@ class DataProtocol(ServerConnectionProtocol):
             return
         self.splice(local)
         self.resumeProducing()
+
+    def connectionLost(self, reason) -> None:
+        tls_problem = describe_tls_failure(reason, self.transport)
+        if tls_problem is not None:
+            self.log.warn("data connection for {id}: TLS failed: {why}", id=str(self.id), why=tls_problem)
+        FrameProtocol.connectionLost(self, reason)
 
     def _local_failed(self, reason: Failure) -> None:
         self.log.warn(

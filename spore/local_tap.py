@@ -6,10 +6,14 @@ import os
 import sys
 
 from twisted.application.service import Service
-from twisted.internet.endpoints import HostnameEndpoint
+from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+from twisted.internet.interfaces import IStreamClientEndpoint
+from twisted.logger import Logger
 from twisted.python import usage
+from zope.interface import implementer
 
 from spore import options as check
+from spore import tls
 from spore.control import HANDSHAKE_TIMEOUT
 from spore.local import LocalClient, TunnelFailed
 from spore.settings import DEFAULT_CONTROL_PORT, LocalSettings
@@ -37,6 +41,15 @@ class Options(check.SporeOptions):
         ["port", "p", "0", "Public port to ask for (0: any free one)"],
         ["secret", "s", None, "Secret for the server [env SPORE_SECRET]"],
         ["control-port", None, None, f"Server's control port [default: {DEFAULT_CONTROL_PORT}; env SPORE_CONTROL_PORT]"],
+        ["cacertfile", None, None, "With --tls: trust this CA for the server's certificate instead of the system's"],
+        ["certfile", None, None, "With --tls: present this client certificate (PEM)"],
+        ["keyfile", None, None, "With --tls: the client certificate's private key (PEM)"],
+        ["connect", None, None, "Twisted client endpoint to reach the server, e.g. tls:host=example.com:port=7835 "
+         "(replaces --to, --control-port and --tls for the dialing)"],
+    ]
+    optFlags = [
+        ["tls", None, "Talk TLS to the server, checking its certificate and the name given in --to"],
+        ["insecure", None, "With --tls: do not check the server's certificate (says so each time it connects)"],
     ]
 
     def parseArgs(self, local_port: str | None = None) -> None:
@@ -49,8 +62,13 @@ class Options(check.SporeOptions):
         check.fill_from_environment(self, self.environ, _ENVIRONMENT)
         if self["local-port"] is None:
             raise usage.UsageError("which local port? e.g. 'spore local 3000 --to SERVER'")
+        if self["connect"]:
+            if self["tls"]:
+                raise usage.UsageError("--connect replaces --tls: put TLS in the endpoint, e.g. tls:host=H:port=7835")
+            self["to"] = self["to"] or _endpoint_host(self["connect"])
         if not self["to"]:
             raise usage.UsageError("which server? give --to SERVER (or set SPORE_SERVER)")
+        self.tls_options = self._tls_options()
         self.settings = LocalSettings(
             local_port=check.port(self["local-port"], "local-port"),
             local_host=self["local-host"],
@@ -58,7 +76,61 @@ class Options(check.SporeOptions):
             port=check.port(self["port"], "port", lowest=0),
             control_port=check.port(self["control-port"] or DEFAULT_CONTROL_PORT, "control-port"),
             secret=self["secret"] or None,
+            tls=self["tls"] or (self["connect"] or "").startswith(("tls:", "ssl:")),
         )
+
+    def _tls_options(self):
+        files = {name: self[name] for name in ("cacertfile", "certfile", "keyfile")}
+        if not self["tls"]:
+            if any(files.values()) or self["insecure"]:
+                raise usage.UsageError("--cacertfile, --certfile, --keyfile and --insecure are for --tls: add --tls")
+            return None
+        if self["insecure"] and files["cacertfile"]:
+            raise usage.UsageError("--insecure checks no certificate: drop --cacertfile or --insecure")
+        try:
+            return tls.client_options(self["to"], insecure=self["insecure"], **files)
+        except tls.TLSConfigError as e:
+            raise usage.UsageError(str(e)) from None
+
+
+def _endpoint_host(description: str) -> str | None:
+    """The host= of a client endpoint description, to name the server in messages."""
+    for part in description.split(":")[1:]:
+        if part.startswith("host="):
+            return part[len("host="):]
+    return None
+
+
+@implementer(IStreamClientEndpoint)
+class _Unverified:
+    """A TLS endpoint that warns, each time it connects, that it checks no certificate."""
+
+    log = Logger()
+
+    def __init__(self, endpoint: IStreamClientEndpoint, server: str) -> None:
+        self.endpoint, self.server = endpoint, server
+
+    def connect(self, factory):
+        self.log.warn(
+            "not checking the certificate of {server} (--insecure): anyone on the way can read and change the tunnel",
+            server=self.server,
+        )
+        return self.endpoint.connect(factory)
+
+
+def server_endpoint(options: Options, reactor) -> IStreamClientEndpoint:
+    """How to reach the server: --connect, or --to and --control-port with or without TLS."""
+    if options["connect"]:
+        try:
+            return clientFromString(reactor, options["connect"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise SystemExit(f"Error: --connect {options['connect']!r} is not a usable endpoint: {e}") from e
+    settings = options.settings
+    endpoint = HostnameEndpoint(reactor, settings.to, settings.control_port, timeout=HANDSHAKE_TIMEOUT)
+    if options.tls_options is None:
+        return endpoint
+    endpoint = tls.wrap_client_endpoint(endpoint, options.tls_options)
+    return _Unverified(endpoint, f"{settings.to}:{settings.control_port}") if options["insecure"] else endpoint
 
 
 class LocalService(Service):
@@ -66,9 +138,8 @@ class LocalService(Service):
 
     exit_status = 0
 
-    def __init__(self, settings: LocalSettings, reactor) -> None:
+    def __init__(self, settings: LocalSettings, reactor, server: IStreamClientEndpoint) -> None:
         self.reactor = reactor
-        server = HostnameEndpoint(reactor, settings.to, settings.control_port, timeout=HANDSHAKE_TIMEOUT)
         local = HostnameEndpoint(
             reactor, settings.local_host, settings.local_port, timeout=settings.local_connect_timeout
         )
@@ -103,4 +174,4 @@ class LocalService(Service):
 def makeService(options: Options) -> LocalService:
     from twisted.internet import reactor
 
-    return LocalService(options.settings, reactor)
+    return LocalService(options.settings, reactor, server_endpoint(options, reactor))

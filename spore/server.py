@@ -223,6 +223,9 @@ class ServerProtocol(FrameProtocol):
         self._close_tunnel()
         self.send(Error(why))
         self.transport.loseConnection()
+        # A peer that never reads (or a TLS handshake never finished) would
+        # keep the close waiting for the Error to flush: give up after a while.
+        self.set_deadline(HANDSHAKE_TIMEOUT, self.transport.abortConnection)
 
     def _timed_out(self) -> None:
         self.log.info("closing {client}: {why}", client=self.client, why=TIMED_OUT)

@@ -16,6 +16,7 @@ from twisted.python import usage
 from zope.interface import implementer
 
 from spore import options as check
+from spore import tls
 from spore.access import AccessRules
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
 from spore.server import ServerFactory
@@ -58,6 +59,12 @@ class Options(check.SporeOptions):
         ["deny", None, None, "Addresses and networks that may not connect"],
         ["max-conns-per-ip", None, None, "Connections one address may have open at a time, control and "
          "public ports together [default: no limit]"],
+        ["certfile", None, None, "With --tls: the server's certificate (PEM, intermediates after it)"],
+        ["keyfile", None, None, "With --tls: the certificate's private key (PEM)"],
+        ["cacertfile", None, None, "With --tls: require client certificates signed by this CA (mutual TLS)"],
+    ]
+    optFlags = [
+        ["tls", None, "Serve the control port (and so every data connection) over TLS"],
     ]
 
     def postOptions(self) -> None:
@@ -85,6 +92,20 @@ class Options(check.SporeOptions):
             raise usage.UsageError(str(e)) from None
         limit = self["max-conns-per-ip"]
         self.peer_limit = PeerLimit(check.count(limit, "max-conns-per-ip")) if limit else None
+        self.tls_options = self._tls_options()
+
+    def _tls_options(self):
+        files = {name: self[name] for name in ("certfile", "keyfile", "cacertfile")}
+        if not self["tls"]:
+            if any(files.values()):
+                raise usage.UsageError("--certfile, --keyfile and --cacertfile are for --tls: add --tls")
+            return None
+        if not (files["certfile"] and files["keyfile"]):
+            raise usage.UsageError("--tls needs --certfile and --keyfile")
+        try:
+            return tls.server_options(**files)
+        except tls.TLSConfigError as e:
+            raise usage.UsageError(str(e)) from None
 
     def guard(self, factory: Factory, exempt: Callable[[str], bool] = lambda host: False) -> Factory:
         """``factory`` behind the address rules and the per-address limit, where set."""
@@ -156,10 +177,11 @@ def makeService(options: Options) -> ServerService:
     from twisted.internet import reactor
 
     factory = ServerFactory(options.settings, reactor, guard_public=options.guard)
+    served = factory if options.tls_options is None else tls.wrap_server_factory(factory, options.tls_options)
+    # A tunnel's owner may exceed its budget on the control port: its data
+    # connections count only until they claim their visitors.
+    guarded = options.guard(served, exempt=lambda host: factory.tunnels_per_host[host] > 0)
     try:
-        # A tunnel's owner may exceed its budget on the control port: its
-        # data connections count only until they claim their visitors.
-        guarded = options.guard(factory, exempt=lambda host: factory.tunnels_per_host[host] > 0)
         control = strports.service(options.listen, guarded, reactor=reactor)
     except (ValueError, KeyError, IndexError) as e:
         raise SystemExit(f"Error: --listen {options.listen!r} is not a usable endpoint: {e}") from e

@@ -33,3 +33,4 @@ class LocalSettings:
     control_port: int = DEFAULT_CONTROL_PORT
     secret: str | None = None
     local_connect_timeout: float = 5.0
+    tls: bool = False  # only to word hints: the endpoint does the TLS

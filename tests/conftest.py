@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from tests.certs import PKI, make_pki
 from tests.processes import Processes
 from tests.services import Service, echo
 
@@ -50,3 +51,9 @@ def start_service():
     yield start
     for service in started:
         service.close()
+
+
+@pytest.fixture(scope="session")
+def pki(tmp_path_factory) -> PKI:
+    """A test CA with server and client certificates, made once per run (tests/certs.py)."""
+    return make_pki(tmp_path_factory.mktemp("pki"))

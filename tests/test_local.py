@@ -7,12 +7,20 @@ import uuid
 
 import pytest
 from twisted.internet.defer import fail
-from twisted.internet.error import ConnectionRefusedError, ConnectionDone
+from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.python.failure import Failure
 
 from spore import auth
 from spore.local import LocalClient, TunnelFailed
-from spore.messages import Accept, Challenge, Connection, Error, Heartbeat, Hello, encode
+from spore.messages import (
+    Accept,
+    Challenge,
+    Connection,
+    Error,
+    Heartbeat,
+    Hello,
+    encode,
+)
 from spore.settings import LocalSettings
 from tests.fakes import MemoryEndpoint, TunnelReactor
 
@@ -112,7 +120,7 @@ def test_a_silent_server_is_given_up_after_three_seconds(secret):
     reactor.advance(2.999)
     assert outcome == []
     reactor.advance(0.001)
-    assert outcome[0].getErrorMessage() == "timed out waiting for initial message"
+    assert outcome[0].getErrorMessage() == "timed out waiting for initial message (if the server uses TLS, add --tls)"
 
 
 def test_an_error_after_the_tunnel_opened_is_fatal():

@@ -245,3 +245,12 @@ def test_connections_beyond_the_handshake_limit_are_closed_without_a_byte():
     assert server.handshakes == 2
     reactor.advance(3)
     assert server.handshakes == 0
+
+
+def test_a_failed_connection_that_cannot_flush_is_aborted():
+    server, reactor = make_server()
+    client, transport = connect(server)
+    client.dataReceived(b"garbage\0")
+    assert transport.disconnecting
+    reactor.advance(3)
+    assert transport.disconnected
