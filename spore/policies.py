@@ -37,15 +37,19 @@ class AddressFilter(WrappingFactory):
     log = Logger()
     noisy = False
 
-    def __init__(self, wrappedFactory: IProtocolFactory, rules: AccessRules) -> None:
+    def __init__(
+        self, wrappedFactory: IProtocolFactory, rules: AccessRules, on_refused: Callable[[], object] = lambda: None
+    ) -> None:
         super().__init__(wrappedFactory)
         self.rules = rules
         self.refused = 0
+        self.on_refused = on_refused
 
     def buildProtocol(self, addr: IAddress | None) -> IProtocol | None:
         host = getattr(addr, "host", None)
         if host is not None and not self.rules.admits(host):
             self.refused += 1
+            self.on_refused()
             self.log.info("refused a connection from {host}: not allowed", host=host)
             return None
         # Nothing more to do for an admitted connection, so no wrapper: its
@@ -60,12 +64,18 @@ class PeerLimit:
     that an address has one budget for all of them.
     """
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, on_refused: Callable[[], object] = lambda: None) -> None:
         if limit < 1:
             raise ValueError("the connection limit per address must be at least 1")
         self.limit = limit
         self.counts: dict[str, int] = {}
         self.refused = 0
+        self.on_refused = on_refused
+
+    def refuse(self) -> None:
+        """Count a connection refused for being over the limit."""
+        self.refused += 1
+        self.on_refused()
 
     def take(self, host: str) -> bool:
         """Count a new connection from ``host``, or refuse it (False) if ``host`` is at its limit."""
@@ -156,7 +166,7 @@ class LimitPerPeer(WrappingFactory):
                 # of a tunnel, whose data connections must not be throttled;
                 # they soon stop counting anyway).  Admitted, not counted.
                 return self.wrappedFactory.buildProtocol(addr)
-            self.limit.refused += 1
+            self.limit.refuse()
             self.log.info(
                 "refused a connection from {host}: it has {limit} open already", host=host, limit=self.limit.limit
             )

@@ -31,6 +31,7 @@ from spore.messages import (
     Hello,
     decode_client_message,
 )
+from spore.metrics import ServerMetrics
 from spore.pending import PendingVisitors
 from spore.settings import ServerSettings
 from spore.splice import SpliceProtocol
@@ -56,15 +57,24 @@ class VisitorProtocol(SpliceProtocol):
 
     def __init__(self, tunnel: Tunnel) -> None:
         self.tunnel = tunnel
+        self.metrics = tunnel.server.metrics
         self.id: uuid.UUID | None = None
+        self.arrived = tunnel.server.clock.seconds()
 
     def connectionMade(self) -> None:
         # Read nothing until a client claims us: there is nowhere to put it.
         self.transport.pauseProducing()
         self.tunnel.visitor_arrived(self)
 
+    def dataReceived(self, data: bytes) -> None:
+        self.metrics.bytes_proxied.inc(len(data))
+        self.peer.transport.write(data)
+
     def claimed(self) -> None:
         self.tunnel.pending.discard(self)
+        self.metrics.connections_accepted.inc()
+        self.metrics.connections_active.inc()
+        self.metrics.accept_latency.observe((self.tunnel.server.clock.seconds() - self.arrived) * 1000)
 
     def expire(self) -> None:
         self.log.warn(
@@ -72,12 +82,15 @@ class VisitorProtocol(SpliceProtocol):
             id=str(self.id), visitor=_address(self.transport.getPeer()), port=self.tunnel.port,
         )
         self.tunnel.pending.discard(self)
+        self.metrics.connections_stale.inc()
         self.transport.loseConnection()
 
     def connectionLost(self, reason) -> None:
         if self in self.tunnel.pending:
             self.tunnel.pending.discard(self)
             self.tunnel.server.pending.discard(self.id)
+        elif self.peer is not None:
+            self.metrics.connections_active.dec()
         SpliceProtocol.connectionLost(self, reason)
 
 
@@ -115,7 +128,9 @@ class Tunnel:
     def visitor_arrived(self, visitor: VisitorProtocol) -> None:
         address = _address(visitor.transport.getPeer())
         limit = self.server.settings.max_pending_per_tunnel
+        self.server.metrics.connections_incoming.inc()
         if len(self.pending) >= limit:
+            self.server.metrics.refuse("pending_cap")
             self.log.warn(
                 "refused visitor {visitor} on port {port}: {limit} visitors already wait for the client",
                 visitor=address, port=self.port, limit=limit,
@@ -173,6 +188,7 @@ class ServerProtocol(FrameProtocol):
                 "refused {client}: {limit} connections are already in their handshake",
                 client=self.client, limit=server.settings.max_handshakes,
             )
+            server.metrics.refuse("handshake_cap")
             self.state = "closed"
             self.transport.loseConnection()
             return
@@ -190,12 +206,12 @@ class ServerProtocol(FrameProtocol):
             case "challenged", Authenticate(tag):
                 if not auth.verify(self.server.settings.secrets, self.challenge, tag):
                     self.log.warn("authentication failed for {client}: invalid secret", client=self.client)
-                    return self.fail("invalid secret")
+                    return self._auth_failed("invalid secret")
                 self.state = "waiting"
                 self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
             case "challenged", _:
                 self.log.warn("authentication failed for {client}: no secret given", client=self.client)
-                self.fail("server requires secret, but no secret was provided")
+                self._auth_failed("server requires secret, but no secret was provided")
             case "waiting", Hello(port):
                 self._end_handshake("opening")
                 ensureDeferred(self._open_tunnel(port))
@@ -213,8 +229,14 @@ class ServerProtocol(FrameProtocol):
         self.cancel_deadline()
         self.state = state
 
+    def _auth_failed(self, why: str) -> None:
+        self.server.metrics.auth_failures.inc()
+        self.server.metrics.control("auth_failed")
+        self.fail(why)
+
     def protocolError(self, why: str) -> None:
         self.log.info("closing {client}: {why}", client=self.client, why=why)
+        self.server.metrics.control("protocol_error")
         self.fail(why)
 
     def fail(self, why: str) -> None:
@@ -229,6 +251,7 @@ class ServerProtocol(FrameProtocol):
 
     def _timed_out(self) -> None:
         self.log.info("closing {client}: {why}", client=self.client, why=TIMED_OUT)
+        self.server.metrics.control("timeout")
         self.fail(TIMED_OUT)
 
     async def _open_tunnel(self, port: int) -> None:
@@ -238,12 +261,15 @@ class ServerProtocol(FrameProtocol):
                 "refused tunnel for {client}: {limit} tunnels already open from {host}",
                 client=self.client, limit=self.server.settings.max_tunnels_per_ip, host=host,
             )
+            self.server.metrics.refuse("tunnels_per_ip")
+            self.server.metrics.control("tunnel_refused")
             return self.fail("too many tunnels from this address")
         visitors = VisitorFactory()
         try:
             listening = await self.server.listen_public(port, visitors)
         except TunnelError as e:
             self.log.info("refused tunnel for {client}: {why}", client=self.client, why=str(e))
+            self.server.metrics.control("tunnel_refused")
             return self.fail(str(e))
         if self.state != "opening":  # the client left while we were binding
             listening.stopListening()
@@ -252,6 +278,7 @@ class ServerProtocol(FrameProtocol):
         self.server.tunnels_per_host[host] += 1
         self.tunnel = visitors.tunnel = Tunnel(self, listening)
         self.log.info("tunnel opened on port {port} for {client}", port=self.tunnel.port, client=self.client)
+        self.server.metrics.control("tunnel")
         self.tunnel.start()
 
     def _accept(self, id: uuid.UUID) -> None:
@@ -260,10 +287,12 @@ class ServerProtocol(FrameProtocol):
             # bore closes without a frame: a client is already forwarding
             # whatever we send now to its local service.
             self.log.warn("missing connection {id} claimed by {client}", id=str(id), client=self.client)
+            self.server.metrics.control("unknown_visitor")
             self.state = "closed"
             self.transport.loseConnection()
             return
         self.log.info("visitor {id} claimed by {client}", id=str(id), client=self.client)
+        self.server.metrics.control("data")
         visitor.claimed()
         # A per-address limit (spore.policies) counts the visitor already:
         # a busy tunnel must not be throttled by its own data connections.
@@ -273,6 +302,10 @@ class ServerProtocol(FrameProtocol):
         self.state = "forwarding"
         self.setRawMode()
         self.splice(visitor)
+
+    def rawDataReceived(self, data: bytes) -> None:
+        self.server.metrics.bytes_proxied.inc(len(data))
+        self.peer.transport.write(data)
 
     def _close_tunnel(self) -> None:
         if self.tunnel is not None:
@@ -301,6 +334,7 @@ class ServerFactory(Factory):
         reactor,
         rng: random.Random | None = None,
         guard_public: Callable[[Factory], Factory] = lambda factory: factory,
+        metrics: ServerMetrics | None = None,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -310,6 +344,8 @@ class ServerFactory(Factory):
         self.pending: PendingVisitors[VisitorProtocol] = PendingVisitors(reactor, settings.pending_timeout)
         self.handshakes = 0  # connections not yet past their first message
         self.tunnels_per_host: Counter[str] = Counter()
+        self.metrics = metrics or ServerMetrics()
+        self.metrics.watch(tunnels=lambda: sum(self.tunnels_per_host.values()), pending=lambda: len(self.pending))
 
     def buildProtocol(self, addr) -> ServerProtocol:
         return ServerProtocol(self)

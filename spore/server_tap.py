@@ -18,6 +18,7 @@ from zope.interface import implementer
 from spore import options as check
 from spore import tls
 from spore.access import AccessRules
+from spore.metrics import ServerMetrics, metrics_site
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
 from spore.server import ServerFactory
 from spore.settings import DEFAULT_CONTROL_PORT, ServerSettings
@@ -28,6 +29,7 @@ _ENVIRONMENT = {
     "secret": ("SPORE_SECRET", "BORE_SECRET"),
     "control-port": ("SPORE_CONTROL_PORT",),
     "bind-addr": ("SPORE_BIND_ADDR",),
+    "metrics-port": ("SPORE_METRICS_PORT",),
 }
 
 
@@ -62,6 +64,9 @@ class Options(check.SporeOptions):
         ["certfile", None, None, "With --tls: the server's certificate (PEM, intermediates after it)"],
         ["keyfile", None, None, "With --tls: the certificate's private key (PEM)"],
         ["cacertfile", None, None, "With --tls: require client certificates signed by this CA (mutual TLS)"],
+        ["metrics-port", None, None, "Serve Prometheus metrics at http://BIND_ADDR:PORT/metrics [env SPORE_METRICS_PORT]"],
+        ["metrics", None, None, "Twisted endpoint for the metrics page, e.g. tcp:9464:interface=127.0.0.1 "
+         "(replaces --metrics-port)"],
     ]
     optFlags = [
         ["tls", None, "Serve the control port (and so every data connection) over TLS"],
@@ -91,8 +96,12 @@ class Options(check.SporeOptions):
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
         limit = self["max-conns-per-ip"]
-        self.peer_limit = PeerLimit(check.count(limit, "max-conns-per-ip")) if limit else None
+        self.max_conns_per_ip = check.count(limit, "max-conns-per-ip") if limit else None
         self.tls_options = self._tls_options()
+        self.metrics_listen = self["metrics"] or (
+            self["metrics-port"]
+            and f"tcp:{check.port(self['metrics-port'], 'metrics-port')}:interface={quoteStringArgument(bind_addr)}"
+        )
 
     def _tls_options(self):
         files = {name: self[name] for name in ("certfile", "keyfile", "cacertfile")}
@@ -107,13 +116,6 @@ class Options(check.SporeOptions):
         except tls.TLSConfigError as e:
             raise usage.UsageError(str(e)) from None
 
-    def guard(self, factory: Factory, exempt: Callable[[str], bool] = lambda host: False) -> Factory:
-        """``factory`` behind the address rules and the per-address limit, where set."""
-        if self.peer_limit is not None:
-            factory = LimitPerPeer(factory, self.peer_limit, exempt)
-        if self.rules.restricts:
-            factory = AddressFilter(factory, self.rules)
-        return factory
 
     def _secrets(self) -> tuple[str, ...]:
         secrets = [s.strip() for s in (self["secret"] or "").split(",")]
@@ -136,15 +138,18 @@ class _Announcing:
 
     log = Logger()
 
-    def __init__(self, endpoint: IStreamServerEndpoint) -> None:
+    def __init__(self, endpoint: IStreamServerEndpoint, what: str) -> None:
         self.endpoint = endpoint
+        self.what = what
 
     def listen(self, factory):
         return self.endpoint.listen(factory).addCallback(self._listening)
 
     def _listening(self, port):
         address = port.getHost()
-        self.log.info("server listening on {address}", address=f"{address.host}:{address.port}")
+        self.log.info(
+            "{what} listening on {address}", what=self.what, address=f"{address.host}:{address.port}"
+        )
         return port
 
 
@@ -173,19 +178,46 @@ class ServerService(MultiService):
             super().startService()
 
 
+class _Guard:
+    """Puts a factory behind the address rules and the per-address limit, where set."""
+
+    def __init__(self, options: Options, metrics: ServerMetrics) -> None:
+        self.rules = options.rules
+        self.on_address_refused = lambda: metrics.refuse("address")
+        self.limit = options.max_conns_per_ip and PeerLimit(
+            options.max_conns_per_ip, on_refused=lambda: metrics.refuse("per_ip_limit")
+        )
+
+    def __call__(self, factory: Factory, exempt: Callable[[str], bool] = lambda host: False) -> Factory:
+        if self.limit:
+            factory = LimitPerPeer(factory, self.limit, exempt)
+        if self.rules.restricts:
+            factory = AddressFilter(factory, self.rules, self.on_address_refused)
+        return factory
+
+
+def _listening(description: str, factory: Factory, option: str, what: str, reactor):
+    try:
+        service = strports.service(description, factory, reactor=reactor)
+    except (ValueError, KeyError, IndexError) as e:
+        raise SystemExit(f"Error: {option} {description!r} is not a usable endpoint: {e}") from e
+    service.endpoint = _Announcing(service.endpoint, what)
+    return service
+
+
 def makeService(options: Options) -> ServerService:
     from twisted.internet import reactor
 
-    factory = ServerFactory(options.settings, reactor, guard_public=options.guard)
+    metrics = ServerMetrics()
+    guard = _Guard(options, metrics)
+    factory = ServerFactory(options.settings, reactor, guard_public=guard, metrics=metrics)
     served = factory if options.tls_options is None else tls.wrap_server_factory(factory, options.tls_options)
     # A tunnel's owner may exceed its budget on the control port: its data
     # connections count only until they claim their visitors.
-    guarded = options.guard(served, exempt=lambda host: factory.tunnels_per_host[host] > 0)
-    try:
-        control = strports.service(options.listen, guarded, reactor=reactor)
-    except (ValueError, KeyError, IndexError) as e:
-        raise SystemExit(f"Error: --listen {options.listen!r} is not a usable endpoint: {e}") from e
-    control.endpoint = _Announcing(control.endpoint)
+    guarded = guard(served, exempt=lambda host: factory.tunnels_per_host[host] > 0)
     service = ServerService()
-    control.setServiceParent(service)
+    _listening(options.listen, guarded, "--listen", "server", reactor).setServiceParent(service)
+    if options.metrics_listen:
+        site = metrics_site(metrics.registry)
+        _listening(options.metrics_listen, site, "--metrics", "metrics", reactor).setServiceParent(service)
     return service
