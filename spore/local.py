@@ -27,6 +27,7 @@ from spore.messages import (
     decode_server_message,
 )
 from spore.settings import LocalSettings
+from spore.sockets import set_buffers
 from spore.splice import SpliceProtocol
 from spore.tls import describe_tls_failure
 
@@ -179,6 +180,7 @@ class DataProtocol(ServerConnectionProtocol):
 
     def _accept(self) -> None:
         self.cancel_deadline()
+        set_buffers(self.transport, self.settings.sndbuf, self.settings.recbuf)
         self.send(Accept(self.id))
         # What follows is the visitor's bytes: hold them until the local
         # service is connected.
@@ -275,4 +277,9 @@ class LocalClient:
         )
 
     def connect_local(self) -> Deferred[SpliceProtocol]:
-        return self.local_endpoint.connect(_Factory(SpliceProtocol))
+        d = self.local_endpoint.connect(_Factory(SpliceProtocol))
+        return d.addCallback(self._tune)
+
+    def _tune(self, protocol: SpliceProtocol) -> SpliceProtocol:
+        set_buffers(protocol.transport, self.settings.sndbuf, self.settings.recbuf)
+        return protocol

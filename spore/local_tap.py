@@ -18,13 +18,6 @@ from spore.control import HANDSHAKE_TIMEOUT
 from spore.local import LocalClient, TunnelFailed
 from spore.settings import DEFAULT_CONTROL_PORT, LocalSettings
 
-_ENVIRONMENT = {
-    "local-port": ("SPORE_LOCAL_PORT", "BORE_LOCAL_PORT"),
-    "to": ("SPORE_SERVER", "BORE_SERVER"),
-    "secret": ("SPORE_SECRET", "BORE_SECRET"),
-    "control-port": ("SPORE_CONTROL_PORT",),
-}
-
 
 class Options(check.SporeOptions):
     """The options of ``spore local``, also those of ``twist spore-local``."""
@@ -34,18 +27,28 @@ class Options(check.SporeOptions):
         "Expose the TCP service at LOCAL_HOST:LOCAL_PORT through the tunnel server SERVER, "
         "which prints the public port as 'listening at SERVER:PORT'."
     )
+    environment = {
+        "local-port": ("SPORE_LOCAL_PORT", "BORE_LOCAL_PORT"),
+        "to": ("SPORE_SERVER", "BORE_SERVER"),
+        "secret": ("SPORE_SECRET", "BORE_SECRET"),
+        "control-port": ("SPORE_CONTROL_PORT",),
+    }
+    default_values = {"local-host": "localhost", "port": "0", "control-port": str(DEFAULT_CONTROL_PORT)}
+    config_aliases = {"client_certfile": "certfile", "client_keyfile": "keyfile"}
     optParameters = [
-        ["local-port", None, None, "Local port to expose (or give it as the argument) [env SPORE_LOCAL_PORT]"],
-        ["local-host", "l", "localhost", "Local host to expose"],
-        ["to", "t", None, "Address of the tunnel server [env SPORE_SERVER]"],
-        ["port", "p", "0", "Public port to ask for (0: any free one)"],
-        ["secret", "s", None, "Secret for the server [env SPORE_SECRET]"],
-        ["control-port", None, None, f"Server's control port [default: {DEFAULT_CONTROL_PORT}; env SPORE_CONTROL_PORT]"],
+        ["local-port", None, None, "Local port to expose (or give it as the argument)"],
+        ["local-host", "l", None, "Local host to expose"],
+        ["to", "t", None, "Address of the tunnel server"],
+        ["port", "p", None, "Public port to ask for (0: any free one)"],
+        ["secret", "s", None, "Secret for the server"],
+        ["control-port", None, None, "Server's control port"],
         ["cacertfile", None, None, "With --tls: trust this CA for the server's certificate instead of the system's"],
         ["certfile", None, None, "With --tls: present this client certificate (PEM)"],
         ["keyfile", None, None, "With --tls: the client certificate's private key (PEM)"],
         ["connect", None, None, "Twisted client endpoint to reach the server, e.g. tls:host=example.com:port=7835 "
          "(replaces --to, --control-port and --tls for the dialing)"],
+        ["sndbuf", None, None, "SO_SNDBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
+        ["recbuf", None, None, "SO_RCVBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
     ]
     optFlags = [
         ["tls", None, "Talk TLS to the server, checking its certificate and the name given in --to"],
@@ -58,8 +61,7 @@ class Options(check.SporeOptions):
                 raise usage.UsageError(f"local port given twice: {local_port} and --local-port {self['local-port']}")
             self["local-port"] = local_port
 
-    def postOptions(self) -> None:
-        check.fill_from_environment(self, self.environ, _ENVIRONMENT)
+    def configure(self) -> None:
         if self["local-port"] is None:
             raise usage.UsageError("which local port? e.g. 'spore local 3000 --to SERVER'")
         if self["connect"]:
@@ -70,13 +72,15 @@ class Options(check.SporeOptions):
             raise usage.UsageError("which server? give --to SERVER (or set SPORE_SERVER)")
         self.tls_options = self._tls_options()
         self.settings = LocalSettings(
-            local_port=check.port(self["local-port"], "local-port"),
+            local_port=self.port("local-port"),
             local_host=self["local-host"],
             to=self["to"],
-            port=check.port(self["port"], "port", lowest=0),
-            control_port=check.port(self["control-port"] or DEFAULT_CONTROL_PORT, "control-port"),
+            port=self.port("port", lowest=0),
+            control_port=self.port("control-port"),
             secret=self["secret"] or None,
             tls=self["tls"] or (self["connect"] or "").startswith(("tls:", "ssl:")),
+            sndbuf=self["sndbuf"] and self.count("sndbuf"),
+            recbuf=self["recbuf"] and self.count("recbuf"),
         )
 
     def _tls_options(self):

@@ -34,6 +34,7 @@ from spore.messages import (
 from spore.metrics import ServerMetrics
 from spore.pending import PendingVisitors
 from spore.settings import ServerSettings
+from spore.sockets import set_buffers
 from spore.splice import SpliceProtocol
 
 RANDOM_PORT_TRIES = 150
@@ -214,7 +215,7 @@ class ServerProtocol(FrameProtocol):
                 self._auth_failed("server requires secret, but no secret was provided")
             case "waiting", Hello(port):
                 self._end_handshake("opening")
-                ensureDeferred(self._open_tunnel(port))
+                ensureDeferred(self._open_tunnel(port)).addErrback(self._internal_error, "opening a tunnel")
             case "waiting", Accept(id):
                 self._end_handshake("accepting")
                 self._accept(id)
@@ -248,6 +249,10 @@ class ServerProtocol(FrameProtocol):
         # A peer that never reads (or a TLS handshake never finished) would
         # keep the close waiting for the Error to flush: give up after a while.
         self.set_deadline(HANDSHAKE_TIMEOUT, self.transport.abortConnection)
+
+    def _internal_error(self, failure, what: str) -> None:
+        self.log.failure("while {what} for {client}", failure, what=what, client=self.client)
+        self.fail("internal server error")
 
     def _timed_out(self) -> None:
         self.log.info("closing {client}: {why}", client=self.client, why=TIMED_OUT)
@@ -300,6 +305,7 @@ class ServerProtocol(FrameProtocol):
         if stop_counting is not None:
             stop_counting()
         self.state = "forwarding"
+        set_buffers(self.transport, self.server.settings.sndbuf, self.server.settings.recbuf)
         self.setRawMode()
         self.splice(visitor)
 
@@ -369,7 +375,7 @@ class ServerFactory(Factory):
         endpoint_type = TCP6ServerEndpoint if ipaddress.ip_address(host).version == 6 else TCP4ServerEndpoint
         endpoint = endpoint_type(self.reactor, port, interface=host)
         try:
-            return await endpoint.listen(self.guard_public(visitors))
+            listening = await endpoint.listen(self.guard_public(visitors))
         except CannotListenError as e:
             code = getattr(e.socketError, "errno", None)
             if code == errno.EADDRINUSE:
@@ -377,3 +383,6 @@ class ServerFactory(Factory):
             if code == errno.EACCES:
                 raise TunnelError("permission denied") from e
             raise TunnelError("failed to bind to port") from e
+        # Accepted sockets inherit the listening socket's buffer sizes.
+        set_buffers(listening, self.settings.sndbuf, self.settings.recbuf)
+        return listening

@@ -23,15 +23,6 @@ from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
 from spore.server import ServerFactory
 from spore.settings import DEFAULT_CONTROL_PORT, ServerSettings
 
-_ENVIRONMENT = {
-    "min-port": ("SPORE_MIN_PORT", "BORE_MIN_PORT"),
-    "max-port": ("SPORE_MAX_PORT", "BORE_MAX_PORT"),
-    "secret": ("SPORE_SECRET", "BORE_SECRET"),
-    "control-port": ("SPORE_CONTROL_PORT",),
-    "bind-addr": ("SPORE_BIND_ADDR",),
-    "metrics-port": ("SPORE_METRICS_PORT",),
-}
-
 
 class Options(check.SporeOptions):
     """The options of ``spore server``, also those of ``twist spore-server``."""
@@ -41,21 +32,39 @@ class Options(check.SporeOptions):
         "Run a tunnel server: clients connect to its control port and each gets a "
         "public port whose visitors are forwarded to the client. Speaks bore's protocol."
     )
+    environment = {
+        "min-port": ("SPORE_MIN_PORT", "BORE_MIN_PORT"),
+        "max-port": ("SPORE_MAX_PORT", "BORE_MAX_PORT"),
+        "secret": ("SPORE_SECRET", "BORE_SECRET"),
+        "control-port": ("SPORE_CONTROL_PORT",),
+        "bind-addr": ("SPORE_BIND_ADDR",),
+        "metrics-port": ("SPORE_METRICS_PORT",),
+    }
+    default_values = {
+        "min-port": "1024",
+        "max-port": "65535",
+        "bind-addr": "0.0.0.0",
+        "control-port": str(DEFAULT_CONTROL_PORT),
+        "heartbeat-interval": "0.5",
+        "max-pending-per-tunnel": "128",
+        "max-tunnels-per-ip": "32",
+        "max-handshakes": "1024",
+    }
+    config_lists = ("allow", "deny", "secret")
     optParameters = [
-        ["min-port", None, None, "Lowest public port handed out [default: 1024; env SPORE_MIN_PORT]"],
-        ["max-port", None, None, "Highest public port handed out [default: 65535; env SPORE_MAX_PORT]"],
-        ["secret", "s", None, "Secret that clients must prove they know; several, comma-separated, are each "
-         "accepted [env SPORE_SECRET]"],
+        ["min-port", None, None, "Lowest public port handed out"],
+        ["max-port", None, None, "Highest public port handed out"],
+        ["secret", "s", None, "Secret that clients must prove they know; several, comma-separated, are each accepted"],
         ["secret-file", None, None, "File with one accepted secret per line (keeps them out of the process list)"],
-        ["bind-addr", None, None, "Address of the control listener [default: 0.0.0.0; env SPORE_BIND_ADDR]"],
+        ["bind-addr", None, None, "Address of the control listener"],
         ["bind-tunnels", None, None, "Address of the public listeners [default: --bind-addr]"],
-        ["control-port", None, None, f"Control port [default: {DEFAULT_CONTROL_PORT}; env SPORE_CONTROL_PORT]"],
+        ["control-port", None, None, "Control port"],
         ["listen", None, None, "Twisted endpoint for the control listener, e.g. tcp:7835:interface=127.0.0.1 "
          "or systemd:domain=INET:index=0 (replaces --bind-addr and --control-port)"],
-        ["heartbeat-interval", None, "0.5", "Seconds between heartbeats to idle clients"],
-        ["max-pending-per-tunnel", None, "128", "Visitors that may wait for a tunnel's client at a time; more are closed"],
-        ["max-tunnels-per-ip", None, "32", "Tunnels one client address may hold open"],
-        ["max-handshakes", None, "1024", "Control connections that may be in their handshake at a time"],
+        ["heartbeat-interval", None, None, "Seconds between heartbeats to idle clients"],
+        ["max-pending-per-tunnel", None, None, "Visitors that may wait for a tunnel's client at a time; more are closed"],
+        ["max-tunnels-per-ip", None, None, "Tunnels one client address may hold open"],
+        ["max-handshakes", None, None, "Control connections that may be in their handshake at a time"],
         ["allow", None, None, "Addresses and networks that may connect, comma- or space-separated "
          "(e.g. 10.0.0.0/8,2001:db8::/32); the most specific --allow/--deny entry decides"],
         ["deny", None, None, "Addresses and networks that may not connect"],
@@ -64,43 +73,44 @@ class Options(check.SporeOptions):
         ["certfile", None, None, "With --tls: the server's certificate (PEM, intermediates after it)"],
         ["keyfile", None, None, "With --tls: the certificate's private key (PEM)"],
         ["cacertfile", None, None, "With --tls: require client certificates signed by this CA (mutual TLS)"],
-        ["metrics-port", None, None, "Serve Prometheus metrics at http://BIND_ADDR:PORT/metrics [env SPORE_METRICS_PORT]"],
+        ["metrics-port", None, None, "Serve Prometheus metrics at http://BIND_ADDR:PORT/metrics"],
         ["metrics", None, None, "Twisted endpoint for the metrics page, e.g. tcp:9464:interface=127.0.0.1 "
          "(replaces --metrics-port)"],
+        ["sndbuf", None, None, "SO_SNDBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
+        ["recbuf", None, None, "SO_RCVBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
     ]
     optFlags = [
         ["tls", None, "Serve the control port (and so every data connection) over TLS"],
     ]
 
-    def postOptions(self) -> None:
-        check.fill_from_environment(self, self.environ, _ENVIRONMENT)
-        min_port = check.port(self["min-port"] or 1024, "min-port")
-        max_port = check.port(self["max-port"] or 65535, "max-port")
+    def configure(self) -> None:
+        min_port, max_port = self.port("min-port"), self.port("max-port")
         if min_port > max_port:
-            raise usage.UsageError(f"--min-port ({min_port}) is greater than --max-port ({max_port})")
-        bind_addr = check.ip_address(self["bind-addr"] or "0.0.0.0", "bind-addr")
-        control_port = check.port(self["control-port"] or DEFAULT_CONTROL_PORT, "control-port")
-        self.listen = self["listen"] or f"tcp:{control_port}:interface={quoteStringArgument(bind_addr)}"
+            raise usage.UsageError(
+                f"{self.label('min-port')} ({min_port}) is greater than {self.label('max-port')} ({max_port})"
+            )
+        bind_addr = self.ip_address("bind-addr")
+        self.listen = self["listen"] or f"tcp:{self.port('control-port')}:interface={quoteStringArgument(bind_addr)}"
         self.settings = ServerSettings(
             min_port=min_port,
             max_port=max_port,
             secrets=self._secrets(),
-            bind_tunnels=check.ip_address(self["bind-tunnels"] or bind_addr, "bind-tunnels"),
-            heartbeat_interval=check.positive_seconds(self["heartbeat-interval"], "heartbeat-interval"),
-            max_pending_per_tunnel=check.count(self["max-pending-per-tunnel"], "max-pending-per-tunnel"),
-            max_tunnels_per_ip=check.count(self["max-tunnels-per-ip"], "max-tunnels-per-ip"),
-            max_handshakes=check.count(self["max-handshakes"], "max-handshakes"),
+            bind_tunnels=self.ip_address("bind-tunnels") if self["bind-tunnels"] else bind_addr,
+            heartbeat_interval=self.seconds("heartbeat-interval"),
+            max_pending_per_tunnel=self.count("max-pending-per-tunnel"),
+            max_tunnels_per_ip=self.count("max-tunnels-per-ip"),
+            max_handshakes=self.count("max-handshakes"),
+            sndbuf=self["sndbuf"] and self.count("sndbuf"),
+            recbuf=self["recbuf"] and self.count("recbuf"),
         )
         try:
             self.rules = AccessRules.parse(self["allow"], self["deny"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        limit = self["max-conns-per-ip"]
-        self.max_conns_per_ip = check.count(limit, "max-conns-per-ip") if limit else None
+        self.max_conns_per_ip = self["max-conns-per-ip"] and self.count("max-conns-per-ip")
         self.tls_options = self._tls_options()
         self.metrics_listen = self["metrics"] or (
-            self["metrics-port"]
-            and f"tcp:{check.port(self['metrics-port'], 'metrics-port')}:interface={quoteStringArgument(bind_addr)}"
+            self["metrics-port"] and f"tcp:{self.port('metrics-port')}:interface={quoteStringArgument(bind_addr)}"
         )
 
     def _tls_options(self):
@@ -116,9 +126,9 @@ class Options(check.SporeOptions):
         except tls.TLSConfigError as e:
             raise usage.UsageError(str(e)) from None
 
-
     def _secrets(self) -> tuple[str, ...]:
-        secrets = [s.strip() for s in (self["secret"] or "").split(",")]
+        given = self["secret"] or ""
+        secrets = [s.strip() for s in (given if isinstance(given, list) else given.split(","))]
         if self["secret-file"]:
             path = self["secret-file"]
             try:

@@ -20,6 +20,8 @@ class ServerSettings:
     max_pending_per_tunnel: int = 128
     max_tunnels_per_ip: int = 32
     max_handshakes: int = 1024
+    sndbuf: int | None = None  # SO_SNDBUF of sockets carrying tunnelled bytes; None: the system's
+    recbuf: int | None = None  # SO_RCVBUF likewise
 
 
 @dataclass(frozen=True)
@@ -34,3 +36,5 @@ class LocalSettings:
     secret: str | None = None
     local_connect_timeout: float = 5.0
     tls: bool = False  # only to word hints: the endpoint does the TLS
+    sndbuf: int | None = None
+    recbuf: int | None = None

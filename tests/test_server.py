@@ -254,3 +254,14 @@ def test_a_failed_connection_that_cannot_flush_is_aborted():
     assert transport.disconnecting
     reactor.advance(3)
     assert transport.disconnected
+
+
+def test_an_unexpected_failure_while_opening_a_tunnel_is_told_and_closes():
+    class Broken(TunnelReactor):
+        def listenTCP(self, *args, **kwargs):
+            raise RuntimeError("something nobody foresaw")
+
+    server, _ = make_server(Broken())
+    client, transport = connect(server)
+    client.dataReceived(encode(Hello(20050)))
+    assert transport.value() == encode_error("internal server error") and transport.disconnecting
