@@ -45,8 +45,8 @@ class Options(check.SporeOptions):
         ["cacertfile", None, None, "With --tls: trust this CA for the server's certificate instead of the system's"],
         ["certfile", None, None, "With --tls: present this client certificate (PEM)"],
         ["keyfile", None, None, "With --tls: the client certificate's private key (PEM)"],
-        ["connect", None, None, "Twisted client endpoint to reach the server, e.g. tls:host=example.com:port=7835 "
-         "(replaces --to, --control-port and --tls for the dialing)"],
+        ["connect", None, None, "Twisted client endpoint to reach the server, e.g. tcp:host=example.com:port=7835 "
+         "(replaces --to and --control-port for the dialing; add --tls for Spore's TLS on top)"],
         ["sndbuf", None, None, "SO_SNDBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
         ["recbuf", None, None, "SO_RCVBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
     ]
@@ -65,8 +65,6 @@ class Options(check.SporeOptions):
         if self["local-port"] is None:
             raise usage.UsageError("which local port? e.g. 'spore local 3000 --to SERVER'")
         if self["connect"]:
-            if self["tls"]:
-                raise usage.UsageError("--connect replaces --tls: put TLS in the endpoint, e.g. tls:host=H:port=7835")
             self["to"] = self["to"] or _endpoint_host(self["connect"])
         if not self["to"]:
             raise usage.UsageError("which server? give --to SERVER (or set SPORE_SERVER)")
@@ -123,14 +121,15 @@ class _Unverified:
 
 
 def server_endpoint(options: Options, reactor) -> IStreamClientEndpoint:
-    """How to reach the server: --connect, or --to and --control-port with or without TLS."""
+    """How to reach the server: --connect, or --to and --control-port; then --tls on top."""
+    settings = options.settings
     if options["connect"]:
         try:
-            return clientFromString(reactor, options["connect"])
+            endpoint = clientFromString(reactor, options["connect"])
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"Error: --connect {options['connect']!r} is not a usable endpoint: {e}") from e
-    settings = options.settings
-    endpoint = HostnameEndpoint(reactor, settings.to, settings.control_port, timeout=HANDSHAKE_TIMEOUT)
+    else:
+        endpoint = HostnameEndpoint(reactor, settings.to, settings.control_port, timeout=HANDSHAKE_TIMEOUT)
     if options.tls_options is None:
         return endpoint
     endpoint = tls.wrap_client_endpoint(endpoint, options.tls_options)

@@ -4,7 +4,9 @@ TLS is a wrapper around a factory (server) or an endpoint (client), so the
 protocols that frame and splice bytes never know it is there.  Verification
 is Twisted's (``optionsForClientTLS``, which checks the host name with
 service_identity); this module only loads the files, with errors that name
-them, and explains a failed handshake afterwards.
+them, and explains a failed handshake afterwards.  Its one addition to
+Twisted's TLS is half-close (:class:`HalfCloseTLSTransport`), which the
+splice needs to pass a FIN through the tunnel.
 """
 
 from __future__ import annotations
@@ -20,8 +22,8 @@ from cryptography.hazmat.primitives.asymmetric.types import (
 from OpenSSL import SSL, crypto
 from service_identity import VerificationError
 from twisted.internet import error
-from twisted.internet.endpoints import wrapClientTLS
 from twisted.internet.interfaces import (
+    IHalfCloseableProtocol,
     IOpenSSLClientConnectionCreator,
     IOpenSSLServerConnectionCreator,
     IProtocolFactory,
@@ -34,8 +36,14 @@ from twisted.internet.ssl import (
     platformTrust,
     trustRootFromCertificates,
 )
-from twisted.protocols.tls import TLSMemoryBIOFactory, TLSMemoryBIOProtocol
+from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import (
+    BufferingTLSTransport,
+    TLSMemoryBIOFactory,
+    TLSMemoryBIOProtocol,
+)
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 NEEDS_CLIENT_CERTIFICATE = "the server requires a client certificate (use --certfile and --keyfile)"
 
@@ -115,9 +123,112 @@ def server_options(certfile: str, keyfile: str, cacertfile: str | None = None) -
     return CertificateOptions(**identity.options(), trustRoot=_authorities(cacertfile))
 
 
+class HalfCloseTLSTransport(BufferingTLSTransport):
+    """Twisted's TLS transport, with half-close: ``loseWriteConnection`` sends close_notify and reading goes on.
+
+    Twisted's own has none: its ``loseWriteConnection`` is the TCP transport's
+    (``ProtocolWrapper.__getattr__``), a bare FIN under the TLS session that
+    the peer takes for a truncation attack and a lost connection; and it
+    answers the peer's close_notify with its own and hangs up.  TLS 1.3 (and
+    OpenSSL with 1.2 as well) lets each side send close_notify on its own and
+    keep reading, or keep writing after receiving one, like a FIN each way.
+
+    So ``loseWriteConnection()`` sends close_notify (once the handshake is
+    done) and calls the wrapped protocol's ``writeConnectionLost()``; and,
+    when the wrapped protocol provides ``IHalfCloseableProtocol``, the peer's
+    close_notify calls its ``readConnectionLost()`` and leaves the connection
+    open for writing.  Once both directions are closed the connection ends as
+    Twisted's does.  With any other protocol, receiving close_notify is
+    Twisted's full close.
+
+    This leans on ``TLSMemoryBIOProtocol``'s internals (Twisted 26.10):
+    ``_tlsConnection`` (the OpenSSL connection), ``_handshakeDone`` and
+    ``_appSendBuffer`` (OpenSSL cannot send close_notify mid-handshake, nor
+    before the writes it held back during it), ``_aggregator`` (the small
+    writes ``BufferingTLSTransport`` holds for a reactor turn),
+    ``_flushSendBIO``, ``_shutdownTLS``, ``_tlsShutdownFinished``,
+    ``_lostTLSConnection`` and ``_aborted``, and ``_flushReceiveBIO`` and
+    ``_write``, overridden below.
+    """
+
+    _write_close_pending = False  # loseWriteConnection() came before close_notify could go
+    _read_closed = False  # the peer's close_notify came, and the protocol was told
+
+    def loseWriteConnection(self) -> None:
+        if self._read_closed:
+            # The peer sent its close_notify already: both directions are done.
+            self.loseConnection()
+            return
+        if not self.connected or self.disconnecting or self._write_close_pending or self._sent_close_notify():
+            return
+        self._write_close_pending = True
+        self._aggregator.flush()
+        self._send_close_notify()
+
+    def dataReceived(self, data: bytes) -> None:
+        super().dataReceived(data)
+        # The handshake may have finished and held-back writes gone out.
+        if self._write_close_pending:
+            self._send_close_notify()
+
+    def _send_close_notify(self) -> None:
+        if self._lostTLSConnection or self.disconnecting or not self._handshakeDone or self._appSendBuffer:
+            return  # gone, closing in full anyway, or not yet: dataReceived tries again
+        self._write_close_pending = False
+        if self._read_closed:
+            self.loseConnection()
+            return
+        self._tlsConnection.shutdown()
+        self._flushSendBIO()
+        protocol = IHalfCloseableProtocol(self.wrappedProtocol, None)
+        if protocol is not None:
+            protocol.writeConnectionLost()
+
+    def _sent_close_notify(self) -> bool:
+        return bool(self._tlsConnection.get_shutdown() & SSL.SENT_SHUTDOWN)
+
+    def _write(self, data: bytes) -> None:
+        # Drop writes after close_notify, as TCP drops those after its FIN;
+        # OpenSSL would refuse them and Twisted would fail the connection.
+        if self._lostTLSConnection or not self._sent_close_notify():
+            super()._write(data)
+
+    def _flushReceiveBIO(self) -> None:
+        # Twisted 26.10's TLSMemoryBIOProtocol._flushReceiveBIO; only the
+        # ZeroReturnError branch (the peer's close_notify) differs.
+        while not self._lostTLSConnection:
+            try:
+                data = self._tlsConnection.recv(2**15)
+            except SSL.WantReadError:
+                break
+            except SSL.ZeroReturnError:
+                if self._read_closed:
+                    break  # OpenSSL says it again on every recv: the protocol knows
+                half_closeable = IHalfCloseableProtocol(self.wrappedProtocol, None)
+                if half_closeable is not None and not self.disconnecting and not self._sent_close_notify():
+                    # Our direction stays open: no close_notify back, no hang-up.
+                    self._read_closed = True
+                    half_closeable.readConnectionLost()
+                    break
+                self._shutdownTLS()
+                self._tlsShutdownFinished(None)
+            except SSL.Error:
+                self._tlsShutdownFinished(Failure())
+            else:
+                if not self._aborted:
+                    ProtocolWrapper.dataReceived(self, data)
+        self._flushSendBIO()
+
+
+class HalfCloseTLSFactory(TLSMemoryBIOFactory):
+    """Twisted's TLS wrapping factory, building :class:`HalfCloseTLSTransport`."""
+
+    protocol = HalfCloseTLSTransport
+
+
 def wrap_server_factory(factory: IProtocolFactory, options: IOpenSSLServerConnectionCreator) -> TLSMemoryBIOFactory:
     """A factory that speaks TLS around ``factory``'s protocols, on any listening endpoint."""
-    return TLSMemoryBIOFactory(options, False, factory)
+    return HalfCloseTLSFactory(options, False, factory)
 
 
 def client_options(
@@ -148,7 +259,21 @@ def wrap_client_endpoint(
     endpoint: IStreamClientEndpoint, options: IOpenSSLClientConnectionCreator
 ) -> IStreamClientEndpoint:
     """An endpoint whose connections speak TLS over ``endpoint``'s."""
-    return wrapClientTLS(options, endpoint)
+    return _TLSClientEndpoint(endpoint, options)
+
+
+@implementer(IStreamClientEndpoint)
+class _TLSClientEndpoint:
+    """What ``wrapClientTLS`` makes, with :class:`HalfCloseTLSFactory` (it hard-codes Twisted's factory)."""
+
+    def __init__(self, endpoint: IStreamClientEndpoint, options: IOpenSSLClientConnectionCreator) -> None:
+        self._endpoint = endpoint
+        self._options = options
+
+    def connect(self, factory: IProtocolFactory):
+        connecting = self._endpoint.connect(HalfCloseTLSFactory(self._options, True, factory))
+        # The caller wants the protocol its own factory built, not the TLS layer.
+        return connecting.addCallback(lambda tls: tls.wrappedProtocol)
 
 
 def _tls_connection(transport: object) -> SSL.Connection | None:

@@ -15,8 +15,8 @@ import spore
 from tests.processes import TIMEOUT
 from tests.services import Flood, echo, reply_after_eof, reply_to
 from tests.visitors import (
-    MiB,
     QUICKLY,
+    MiB,
     assert_echoes,
     assert_gives_up,
     closed_port,

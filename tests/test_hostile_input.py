@@ -9,7 +9,15 @@ from hypothesis import strategies as st
 from twisted.internet.error import ConnectionDone
 from twisted.python.failure import Failure
 
-from spore.messages import Accept, Authenticate, Error, Hello, ProtocolError, decode_server_message, encode
+from spore.messages import (
+    Accept,
+    Authenticate,
+    Error,
+    Hello,
+    ProtocolError,
+    decode_server_message,
+    encode,
+)
 from spore.server import ServerFactory
 from spore.settings import ServerSettings
 from tests.fakes import TunnelReactor, connect

@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 from spore import messages as m
-from spore.messages import ProtocolError, decode_client_message, decode_server_message, encode
+from spore.messages import (
+    ProtocolError,
+    decode_client_message,
+    decode_server_message,
+    encode,
+)
 
 ID = uuid.UUID("04a1d439-2435-4664-9847-804f2ce92a0d")
 TRANSCRIPTS = Path(__file__).parent / "transcripts"
