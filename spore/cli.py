@@ -10,6 +10,7 @@ from twisted.logger import (
     LogLevel,
     LogLevelFilterPredicate,
     globalLogBeginner,
+    jsonFileLogObserver,
     textFileLogObserver,
 )
 from twisted.python import usage
@@ -18,9 +19,11 @@ from spore import local_tap, server_tap
 from spore.options import SporeOptions
 
 
-class Options(SporeOptions):
-    synopsis = "spore"
+class Options(usage.Options):
+    synopsis = "spore [--log-format text|json] COMMAND"
     longdesc = "A TCP tunnel that speaks bore's protocol. 'spore COMMAND --help' lists a command's options."
+    optParameters = [["log-format", None, "text", "How to write the log to standard error: text or json (one per line)"]]
+    opt_version = SporeOptions.opt_version
     subCommands = [
         ["server", None, server_tap.Options, "Run a tunnel server"],
         ["local", None, local_tap.Options, "Expose a local port through a tunnel server"],
@@ -29,9 +32,15 @@ class Options(SporeOptions):
     def postOptions(self) -> None:
         if self.subCommand is None:
             raise usage.UsageError("choose a command: 'spore server' or 'spore local'")
+        if self["log-format"] not in _OBSERVERS:
+            raise usage.UsageError(f"--log-format must be text or json, not {self['log-format']!r}")
 
 
 _TAPS = {"server": server_tap, "local": local_tap}
+_OBSERVERS = {
+    "text": textFileLogObserver,
+    "json": lambda stream: jsonFileLogObserver(stream, recordSeparator=""),  # plain JSON lines
+}
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -45,7 +54,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     from twisted.internet import reactor
 
-    observer = textFileLogObserver(sys.stderr)
+    observer = _OBSERVERS[options["log-format"]](sys.stderr)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(observer, [LogLevelFilterPredicate(LogLevel.info)])],
         redirectStandardIO=False,

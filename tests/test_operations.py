@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -42,3 +43,16 @@ def test_buffer_sizes_apply_to_every_socket_that_carries_tunnelled_bytes(process
     from_client = sizes(r".*", f"127.0.0.1:{control_port}")
     assert client_tuned in from_client and len(from_client) == 2
     assert sizes(r".*", f"127.0.0.1:{echo_service.port}") == {client_tuned}  # to the local service
+
+
+def test_logs_can_be_json_lines_with_structured_fields(processes, echo_service):
+    server = processes.spore("--log-format", "json", "server", "--listen", "tcp:0:interface=127.0.0.1",
+                             "--bind-tunnels", "127.0.0.1", "--min-port", "20000", "--max-port", "29999")
+    server.wait_for(r'"log_format": "\{what\} listening on \{address\}"', stream="stderr")
+    events = [json.loads(line) for line in server.stderr.splitlines()]
+    (listening,) = [e for e in events if e.get("what") == "server"]
+    control_port = int(listening["address"].rsplit(":", 1)[1])
+    _, public_port = processes.local(echo_service.port, control_port)
+    server.wait_for(r"tunnel opened on port", stream="stderr")
+    opened = [json.loads(line) for line in server.stderr.splitlines() if "tunnel opened" in line]
+    assert opened[0]["port"] == public_port and opened[0]["client"].startswith("127.0.0.1:")
