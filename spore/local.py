@@ -27,7 +27,7 @@ from spore.messages import (
     decode_server_message,
 )
 from spore.settings import LocalSettings
-from spore.sockets import set_buffers
+from spore.sockets import tune
 from spore.splice import SpliceProtocol
 from spore.tls import describe_tls_failure
 
@@ -153,15 +153,21 @@ class ControlProtocol(ServerConnectionProtocol):
 
 
 class DataProtocol(ServerConnectionProtocol):
-    """A connection that claims one visitor and splices it to the local service."""
+    """A connection that claims one visitor and splices it to the local service.
+
+    The local connection is dialled at the same time as this one (``local``),
+    so a visitor waits for the slower of the two, not for both in a row.
+    """
 
     log = Logger()
 
-    def __init__(self, client: LocalClient, id: uuid.UUID) -> None:
+    def __init__(self, client: LocalClient, id: uuid.UUID, local: Deferred[SpliceProtocol]) -> None:
         super().__init__(client)
         self.id = id
+        self.local: Deferred[SpliceProtocol] | None = local
 
     def connectionMade(self) -> None:
+        tune(self.transport, self.settings.sndbuf, self.settings.recbuf)
         if self.settings.secret is None:
             self._accept()
         else:
@@ -180,14 +186,13 @@ class DataProtocol(ServerConnectionProtocol):
 
     def _accept(self) -> None:
         self.cancel_deadline()
-        set_buffers(self.transport, self.settings.sndbuf, self.settings.recbuf)
         self.send(Accept(self.id))
         # What follows is the visitor's bytes: hold them until the local
         # service is connected.
         self.setRawMode()
         self.pauseProducing()
-        d = self.client.connect_local()
-        d.addCallbacks(self._local_connected, self._local_failed)
+        local, self.local = self.local, None
+        local.addCallbacks(self._local_connected, self._local_failed)
 
     def _local_connected(self, local: SpliceProtocol) -> None:
         if not self.transport.connected:
@@ -196,18 +201,26 @@ class DataProtocol(ServerConnectionProtocol):
         self.splice(local)
         self.resumeProducing()
 
-    def connectionLost(self, reason) -> None:
-        tls_problem = describe_tls_failure(reason, self.transport)
-        if tls_problem is not None:
-            self.log.warn("data connection for {id}: TLS failed: {why}", id=str(self.id), why=tls_problem)
-        FrameProtocol.connectionLost(self, reason)
-
     def _local_failed(self, reason: Failure) -> None:
         self.log.warn(
             "could not connect to local service {address} for visitor {id}: {why}",
             address=self.client.local_address, id=str(self.id), why=describe_connect_failure(reason),
         )
         self.transport.loseConnection()
+
+    def connectionLost(self, reason) -> None:
+        tls_problem = describe_tls_failure(reason, self.transport)
+        if tls_problem is not None:
+            self.log.warn("data connection for {id}: TLS failed: {why}", id=str(self.id), why=tls_problem)
+        if self.local is not None:  # lost before it could claim the visitor
+            _abandon(self.local)
+            self.local = None
+        FrameProtocol.connectionLost(self, reason)
+
+
+def _abandon(local: Deferred[SpliceProtocol]) -> None:
+    """Close a local connection nobody will use, once (and if) it is made."""
+    local.addCallbacks(lambda protocol: protocol.transport.loseConnection(), lambda failure: None)
 
 
 class LocalClient:
@@ -267,10 +280,12 @@ class LocalClient:
 
     def visitor_arrived(self, id: uuid.UUID) -> None:
         self.log.info("new connection {id}", id=str(id))
-        d = self.server_endpoint.connect(_Factory(lambda: DataProtocol(self, id)))
-        d.addErrback(self._data_failed, id)
+        local = self.connect_local()
+        d = self.server_endpoint.connect(_Factory(lambda: DataProtocol(self, id, local)))
+        d.addErrback(self._data_failed, id, local)
 
-    def _data_failed(self, reason: Failure, id: uuid.UUID) -> None:
+    def _data_failed(self, reason: Failure, id: uuid.UUID, local: Deferred[SpliceProtocol]) -> None:
+        _abandon(local)
         self.log.warn(
             "could not open data connection for {id} to {server}: {why}",
             id=str(id), server=self.server, why=describe_connect_failure(reason),
@@ -281,5 +296,5 @@ class LocalClient:
         return d.addCallback(self._tune)
 
     def _tune(self, protocol: SpliceProtocol) -> SpliceProtocol:
-        set_buffers(protocol.transport, self.settings.sndbuf, self.settings.recbuf)
+        tune(protocol.transport, self.settings.sndbuf, self.settings.recbuf)
         return protocol

@@ -6,7 +6,8 @@ import os
 import sys
 
 from twisted.application.service import Service
-from twisted.internet.endpoints import HostnameEndpoint, clientFromString
+from twisted.internet.abstract import isIPAddress, isIPv6Address
+from twisted.internet.endpoints import HostnameEndpoint, TCP4ClientEndpoint, TCP6ClientEndpoint, clientFromString
 from twisted.internet.interfaces import IStreamClientEndpoint
 from twisted.logger import Logger
 from twisted.python import usage
@@ -120,6 +121,15 @@ class _Unverified:
         return self.endpoint.connect(factory)
 
 
+def dial(reactor, host: str, port: int, timeout: float) -> IStreamClientEndpoint:
+    """An endpoint to host:port; an IP address skips name resolution, a thread's round trip per connection."""
+    if isIPAddress(host):
+        return TCP4ClientEndpoint(reactor, host, port, timeout=timeout)
+    if isIPv6Address(host):
+        return TCP6ClientEndpoint(reactor, host, port, timeout=timeout)
+    return HostnameEndpoint(reactor, host, port, timeout=timeout)
+
+
 def server_endpoint(options: Options, reactor) -> IStreamClientEndpoint:
     """How to reach the server: --connect, or --to and --control-port; then --tls on top."""
     settings = options.settings
@@ -129,7 +139,7 @@ def server_endpoint(options: Options, reactor) -> IStreamClientEndpoint:
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"Error: --connect {options['connect']!r} is not a usable endpoint: {e}") from e
     else:
-        endpoint = HostnameEndpoint(reactor, settings.to, settings.control_port, timeout=HANDSHAKE_TIMEOUT)
+        endpoint = dial(reactor, settings.to, settings.control_port, HANDSHAKE_TIMEOUT)
     if options.tls_options is None:
         return endpoint
     endpoint = tls.wrap_client_endpoint(endpoint, options.tls_options)
@@ -143,9 +153,7 @@ class LocalService(Service):
 
     def __init__(self, settings: LocalSettings, reactor, server: IStreamClientEndpoint) -> None:
         self.reactor = reactor
-        local = HostnameEndpoint(
-            reactor, settings.local_host, settings.local_port, timeout=settings.local_connect_timeout
-        )
+        local = dial(reactor, settings.local_host, settings.local_port, settings.local_connect_timeout)
         self.client = LocalClient(settings, reactor, server, local)
 
     def startService(self) -> None:

@@ -34,7 +34,7 @@ from spore.messages import (
 from spore.metrics import ServerMetrics
 from spore.pending import PendingVisitors
 from spore.settings import ServerSettings
-from spore.sockets import set_buffers
+from spore.sockets import set_buffers, tune
 from spore.splice import SpliceProtocol
 
 RANDOM_PORT_TRIES = 150
@@ -65,6 +65,7 @@ class VisitorProtocol(SpliceProtocol):
     def connectionMade(self) -> None:
         # Read nothing until a client claims us: there is nowhere to put it.
         self.transport.pauseProducing()
+        tune(self.transport, None, None)  # the sizes come from the listening socket
         self.tunnel.visitor_arrived(self)
 
     def dataReceived(self, data: bytes) -> None:
@@ -305,7 +306,7 @@ class ServerProtocol(FrameProtocol):
         if stop_counting is not None:
             stop_counting()
         self.state = "forwarding"
-        set_buffers(self.transport, self.server.settings.sndbuf, self.server.settings.recbuf)
+        tune(self.transport, self.server.settings.sndbuf, self.server.settings.recbuf)
         self.setRawMode()
         self.splice(visitor)
 

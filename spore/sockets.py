@@ -1,4 +1,4 @@
-"""Socket buffer sizes for the sockets that carry tunnelled bytes."""
+"""Socket options for the sockets that carry tunnelled bytes."""
 
 from __future__ import annotations
 
@@ -18,11 +18,24 @@ def underlying_socket(transport) -> socket.socket | None:
 
 def set_buffers(transport, sndbuf: int | None, recbuf: int | None) -> None:
     """Set SO_SNDBUF and SO_RCVBUF on the socket of ``transport`` (or of a listening port)."""
-    if not (sndbuf or recbuf):
-        return
     sock = underlying_socket(transport)
-    if sock is None:
-        return
+    if sock is not None:
+        _set_buffers(sock, sndbuf, recbuf)
+
+
+def tune(transport, sndbuf: int | None, recbuf: int | None) -> None:
+    """Set up a connection that carries tunnelled bytes: no Nagle delay, and the buffer sizes asked for.
+
+    Nagle's algorithm would hold back a small write until the last one is
+    acknowledged: a request and its response through two hops would wait on it.
+    """
+    sock = underlying_socket(transport)
+    if sock is not None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        _set_buffers(sock, sndbuf, recbuf)
+
+
+def _set_buffers(sock: socket.socket, sndbuf: int | None, recbuf: int | None) -> None:
     if sndbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     if recbuf:
