@@ -6,6 +6,7 @@ import sys
 import uuid
 from typing import Callable, TextIO
 
+from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
@@ -27,13 +28,23 @@ from spore.messages import (
     decode_server_message,
 )
 from spore.settings import LocalSettings
-from spore.sockets import tune
+from spore.sockets import keep_alive, tune
 from spore.splice import SpliceProtocol
 from spore.tls import describe_tls_failure
 
 NO_CLIENT_SECRET = "server requires authentication, but no client secret was provided"
 NO_SERVER_SECRET = "expected authentication challenge, but no secret was required"
 _TLS_HINT = "(if the server uses TLS, add --tls)"
+
+# Server errors that retrying cannot fix.
+FATAL_SERVER_ERRORS = {
+    "invalid secret",
+    "server requires secret, but no secret was provided",
+    "client port number not in allowed range",
+}
+
+KEEP_PORT_FOR = 30.0
+"""Seconds a reconnecting client keeps asking for the port it had before taking any."""
 
 
 class TunnelFailed(Exception):
@@ -84,6 +95,7 @@ class ControlProtocol(ServerConnectionProtocol):
     state = "new"
 
     def connectionMade(self) -> None:
+        keep_alive(self.transport)
         if self.settings.secret is not None:
             self.state = "challenge"
         else:
@@ -96,30 +108,33 @@ class ControlProtocol(ServerConnectionProtocol):
     def dataReceived(self, data: bytes) -> None:
         if self.state in ("challenge", "hello") and data[:2] in (b"\x15\x03", b"\x16\x03"):
             # A TLS record (an alert or a handshake) where a frame should be.
-            return self.fail(f"server at {self.client.server} speaks TLS: connect with --tls")
+            return self.fail(f"server at {self.client.server} speaks TLS: connect with --tls", retry=False)
         super().dataReceived(data)
 
     def _say_hello(self) -> None:
         # bore sends Hello right after Authenticate, without waiting.
-        self.send(Hello(self.settings.port))
+        self.send(Hello(self.client.port_to_ask()))
         self.state = "hello"
         self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
 
     def messageReceived(self, message: ServerMessage) -> None:
+        if self.state == "open":
+            # Anything from the server shows it is alive.
+            self.set_deadline(self.settings.heartbeat_timeout, self._silent)
         match self.state, message:
             case _, Error(text):
-                self.fail(f"server error: {text}")
+                self.fail(f"server error: {text}", retry=text not in FATAL_SERVER_ERRORS)
             case "challenge", Challenge(id):
                 self.answer_challenge(id)
                 self._say_hello()
             case "challenge", _:
-                self.fail(NO_SERVER_SECRET)
+                self.fail(NO_SERVER_SECRET, retry=False)
             case "hello", Hello(port):
-                self.cancel_deadline()
                 self.state = "open"
+                self.set_deadline(self.settings.heartbeat_timeout, self._silent)
                 self.client.tunnel_opened(port)
             case "hello", Challenge():
-                self.fail(NO_CLIENT_SECRET)
+                self.fail(NO_CLIENT_SECRET, retry=False)
             case "hello", _:
                 self.fail(f"unexpected initial non-hello message: {message}")
             case "open", Heartbeat():
@@ -129,27 +144,35 @@ class ControlProtocol(ServerConnectionProtocol):
             case "open", _:
                 self.log.warn("ignoring unexpected {message}", message=repr(message))
 
+    def _silent(self) -> None:
+        seconds = self.settings.heartbeat_timeout
+        self.fail(f"server at {self.client.server} sent nothing for {seconds:g} seconds")
+        self.transport.abortConnection()  # it may never acknowledge a graceful close
+
     def protocolError(self, why: str) -> None:
         self.fail(f"bad frame from server: {why}")
 
-    def fail(self, why: str) -> None:
+    def fail(self, why: str, retry: bool = True) -> None:
         self.cancel_deadline()
         self.state = "failed"
         self.transport.loseConnection()
-        self.client.failed(why)
+        self.client.lost(why, retry)
 
     def connectionLost(self, reason) -> None:
         # Asked now: the TLS connection is gone once this returns.
         tls_problem = describe_tls_failure(reason, self.transport)
+        state, self.state = self.state, "failed"
         FrameProtocol.connectionLost(self, reason)
-        if self.state == "failed":
+        if state == "failed":
             return
         if tls_problem is not None:
-            self.client.failed(f"TLS with {self.client.server} failed: {tls_problem}")
-        elif self.state != "open" and not self.settings.tls:
-            self.client.failed(f"server at {self.client.server} closed the connection {_TLS_HINT}")
+            # A certificate does not fix itself; a TLS server restarting does.
+            fatal = "certificate" in tls_problem or "does not speak TLS" in tls_problem
+            self.client.lost(f"TLS with {self.client.server} failed: {tls_problem}", retry=not fatal)
+        elif state != "open" and not self.settings.tls:
+            self.client.lost(f"server at {self.client.server} closed the connection {_TLS_HINT}", retry=True)
         else:
-            self.client.failed(f"server at {self.client.server} closed the connection")
+            self.client.lost(f"server at {self.client.server} closed the connection", retry=True)
 
 
 class DataProtocol(ServerConnectionProtocol):
@@ -224,7 +247,7 @@ def _abandon(local: Deferred[SpliceProtocol]) -> None:
 
 
 class LocalClient:
-    """One tunnel through a server to a local service."""
+    """One tunnel through a server to a local service, reopened when the server comes back."""
 
     log = Logger()
 
@@ -244,36 +267,65 @@ class LocalClient:
         self.server = f"{settings.to}:{settings.control_port}"
         self.local_address = f"{settings.local_host}:{settings.local_port}"
         self.done: Deferred[None] = Deferred()
-        self.control: ControlProtocol | None = None
-        self.remote_port: int | None = None
+        self.remote_port: int | None = None  # the public port of the last tunnel
+        self.lost_at: float | None = None  # when that tunnel was lost
+        self.service = ClientService(
+            server,
+            _Factory(lambda: ControlProtocol(self)),
+            retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=settings.max_retry_interval, factor=2.0),
+            clock=clock,
+        )
 
     def start(self) -> Deferred[None]:
         """Open the tunnel; ``done`` fails with TunnelFailed when it cannot go on."""
-        d = self.server_endpoint.connect(_Factory(lambda: ControlProtocol(self)))
-        d.addCallbacks(self._control_connected, self._control_failed)
+        # A server that cannot be reached at all at start is a mistake to
+        # report, not to retry: the retrying is for a tunnel that was open.
+        self.service.whenConnected(failAfterFailures=1).addErrback(self._first_connection_failed)
+        self.service.startService()
         return self.done
 
     def stop(self) -> None:
         """Close the tunnel on purpose."""
         if not self.done.called:
             self.done.callback(None)
-        if self.control is not None:
-            self.control.state = "failed"
-            self.control.transport.loseConnection()
+        if self.service.running:
+            self.service.stopService()
 
-    def _control_connected(self, control: ControlProtocol) -> None:
-        self.control = control
-
-    def _control_failed(self, reason: Failure) -> None:
-        self.failed(f"could not connect to server at {self.server}: {describe_connect_failure(reason)}")
+    def _first_connection_failed(self, reason: Failure) -> None:
+        if not self.done.called:
+            self.failed(f"could not connect to server at {self.server}: {describe_connect_failure(reason)}")
 
     def failed(self, why: str) -> None:
+        """The tunnel cannot go on: stop, and say why."""
         if not self.done.called:
             self.log.error("tunnel failed: {why}", why=why)
             self.done.errback(TunnelFailed(why))
+        if self.service.running:
+            self.service.stopService()
+
+    def lost(self, why: str, retry: bool) -> None:
+        """The control connection ended; reconnect if that can help."""
+        if self.done.called:
+            return
+        if not (retry and self.settings.reconnect and self.remote_port is not None):
+            return self.failed(why)
+        if self.lost_at is None:
+            self.lost_at = self.clock.seconds()
+        self.log.warn("tunnel on port {port} lost: {why}; reconnecting", port=self.remote_port, why=why)
+
+    def port_to_ask(self) -> int:
+        """The port of the tunnel we had, for a while after losing it; else the one asked for."""
+        if self.lost_at is not None and self.clock.seconds() - self.lost_at < KEEP_PORT_FOR:
+            return self.remote_port
+        return self.settings.port
 
     def tunnel_opened(self, port: int) -> None:
-        self.remote_port = port
+        if self.remote_port not in (None, port):
+            self.log.warn(
+                "port {old} was not free again within {seconds:g} seconds; the tunnel is now on port {port}",
+                old=self.remote_port, seconds=KEEP_PORT_FOR, port=port,
+            )
+        self.remote_port, self.lost_at = port, None
         self.log.info("connected to server, remote port {port}", port=port)
         self.stdout.write(f"listening at {self.settings.to}:{port}\n")
         self.stdout.flush()

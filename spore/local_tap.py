@@ -34,7 +34,13 @@ class Options(check.SporeOptions):
         "secret": ("SPORE_SECRET", "BORE_SECRET"),
         "control-port": ("SPORE_CONTROL_PORT",),
     }
-    default_values = {"local-host": "localhost", "port": "0", "control-port": str(DEFAULT_CONTROL_PORT)}
+    default_values = {
+        "local-host": "localhost",
+        "port": "0",
+        "control-port": str(DEFAULT_CONTROL_PORT),
+        "heartbeat-timeout": "8",
+        "max-retry-interval": "30",
+    }
     config_aliases = {"client_certfile": "certfile", "client_keyfile": "keyfile"}
     optParameters = [
         ["local-port", None, None, "Local port to expose (or give it as the argument)"],
@@ -48,12 +54,15 @@ class Options(check.SporeOptions):
         ["keyfile", None, None, "With --tls: the client certificate's private key (PEM)"],
         ["connect", None, None, "Twisted client endpoint to reach the server, e.g. tcp:host=example.com:port=7835 "
          "(replaces --to and --control-port for the dialing; add --tls for Spore's TLS on top)"],
+        ["heartbeat-timeout", None, None, "Seconds of silence from the server after which it is taken for gone"],
+        ["max-retry-interval", None, None, "Longest wait, in seconds, between attempts to reconnect"],
         ["sndbuf", None, None, "SO_SNDBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
         ["recbuf", None, None, "SO_RCVBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
     ]
     optFlags = [
         ["tls", None, "Talk TLS to the server, checking its certificate and the name given in --to"],
         ["insecure", None, "With --tls: do not check the server's certificate (says so each time it connects)"],
+        ["no-reconnect", None, "Exit when the connection to the server is lost, as bore does, instead of reconnecting"],
     ]
 
     def parseArgs(self, local_port: str | None = None) -> None:
@@ -80,6 +89,9 @@ class Options(check.SporeOptions):
             tls=self["tls"] or (self["connect"] or "").startswith(("tls:", "ssl:")),
             sndbuf=self["sndbuf"] and self.count("sndbuf"),
             recbuf=self["recbuf"] and self.count("recbuf"),
+            reconnect=not self["no-reconnect"],
+            heartbeat_timeout=self.seconds("heartbeat-timeout"),
+            max_retry_interval=self.seconds("max-retry-interval"),
         )
 
     def _tls_options(self):

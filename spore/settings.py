@@ -36,5 +36,8 @@ class LocalSettings:
     secret: str | None = None
     local_connect_timeout: float = 5.0
     tls: bool = False  # only to word hints: the endpoint does the TLS
+    reconnect: bool = True
+    heartbeat_timeout: float = 8.0  # silence after which the server is taken for gone
+    max_retry_interval: float = 30.0
     sndbuf: int | None = None
     recbuf: int | None = None

@@ -40,3 +40,21 @@ def _set_buffers(sock: socket.socket, sndbuf: int | None, recbuf: int | None) ->
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
     if recbuf:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, recbuf)
+
+
+def keep_alive(transport, idle: int = 10, interval: int = 5, count: int = 3) -> None:
+    """Have the kernel probe an idle connection, so a dead peer is noticed even when nothing is sent."""
+    sock = underlying_socket(transport)
+    if sock is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in (("TCP_KEEPIDLE", idle), ("TCP_KEEPINTVL", interval), ("TCP_KEEPCNT", count)):
+        if hasattr(socket, option):  # Linux; elsewhere the system's timing applies
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
+
+
+def give_up_unacknowledged(transport, seconds: float) -> None:
+    """Drop the connection when data sent stays unacknowledged this long (Linux's TCP_USER_TIMEOUT)."""
+    sock = underlying_socket(transport)
+    if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(seconds * 1000))

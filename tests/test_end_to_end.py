@@ -182,9 +182,9 @@ def test_client_reports_unreachable_server(processes):
     assert_gives_up(client, rf"127\.0\.0\.1:{port}\b.*connection refused")
 
 
-def test_client_exits_when_server_dies(processes, echo_service):
+def test_without_reconnecting_client_exits_when_server_dies(processes, echo_service):
     server, control_port = processes.server()
-    local, _ = processes.local(echo_service.port, control_port)
+    local, _ = processes.local(echo_service.port, control_port, "--no-reconnect")
     server.signal(signal.SIGKILL)
     assert local.wait(QUICKLY) != 0
     assert re.search(rf"server at 127\.0\.0\.1:{control_port} closed the connection", local.stderr), local.stderr

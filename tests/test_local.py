@@ -32,18 +32,18 @@ class Refusing(MemoryEndpoint):
         return fail(ConnectionRefusedError())
 
 
-def start(secret=None, local=None):
+def start(secret=None, local=None, **settings):
     reactor, server = TunnelReactor(), MemoryEndpoint()
     stdout = io.StringIO()
-    settings = LocalSettings(local_port=3000, to="tunnel.example", secret=secret)
+    settings = LocalSettings(local_port=3000, to="tunnel.example", secret=secret, **settings)
     client = LocalClient(settings, reactor, server, local or MemoryEndpoint(), stdout=stdout)
     outcome = []
     client.start().addBoth(outcome.append)
     return client, reactor, server, stdout, outcome
 
 
-def opened():
-    client, reactor, server, stdout, outcome = start()
+def opened(**settings):
+    client, reactor, server, stdout, outcome = start(**settings)
     control, transport = server.connections[0]
     control.dataReceived(encode(Hello(20345)) + encode(Heartbeat()))
     return client, reactor, server, control, transport, outcome
@@ -123,16 +123,77 @@ def test_a_silent_server_is_given_up_after_three_seconds(secret):
     assert outcome[0].getErrorMessage() == "timed out waiting for initial message (if the server uses TLS, add --tls)"
 
 
-def test_an_error_after_the_tunnel_opened_is_fatal():
-    client, reactor, server, control, transport, outcome = opened()
+def test_without_reconnecting_an_error_after_the_tunnel_opened_is_fatal():
+    client, reactor, server, control, transport, outcome = opened(reconnect=False)
     control.dataReceived(encode(Error("shutting down")))
     assert outcome[0].getErrorMessage() == "server error: shutting down"
 
 
-def test_a_closed_control_connection_is_fatal():
-    client, reactor, server, control, transport, outcome = opened()
+def test_without_reconnecting_a_closed_control_connection_is_fatal():
+    client, reactor, server, control, transport, outcome = opened(reconnect=False)
     control.connectionLost(Failure(ConnectionDone()))
     assert outcome[0].getErrorMessage() == "server at tunnel.example:7835 closed the connection"
+
+
+def lose(control):
+    control.transport.loseConnection()
+    control.connectionLost(Failure(ConnectionDone()))
+
+
+def test_a_lost_tunnel_is_reopened_on_the_same_port():
+    client, reactor, server, control, transport, outcome = opened()
+    lose(control)
+    assert len(server.connections) == 1 and outcome == []
+    reactor.advance(2)  # the first retry comes after 0.5 s and some jitter
+    assert len(server.connections) == 2
+    again, again_transport = server.connections[1]
+    assert again_transport.value() == encode(Hello(20345))
+    again.dataReceived(encode(Hello(20345)))
+    assert client.stdout.getvalue() == "listening at tunnel.example:20345\n" * 2
+    assert outcome == []
+
+
+def test_a_port_not_free_again_is_asked_for_a_while_then_any_port_is_taken():
+    client, reactor, server, control, transport, outcome = opened()
+    lose(control)
+    asked = []
+    while reactor.seconds() < 40:
+        reactor.advance(1)
+        if len(server.connections) > len(asked) + 1:
+            attempt, attempt_transport = server.connections[-1]
+            asked.append(attempt_transport.value())
+            if attempt_transport.value() == encode(Hello(0)):
+                attempt.dataReceived(encode(Hello(20999)))
+                break
+            attempt.dataReceived(encode(Error("port already in use")))
+            lose(attempt)
+    assert len(asked) > 3 and set(asked[:-1]) == {encode(Hello(20345))} and asked[-1] == encode(Hello(0))
+    assert client.stdout.getvalue().endswith("listening at tunnel.example:20999\n")
+    assert outcome == []
+
+
+@pytest.mark.parametrize("error", ["invalid secret", "client port number not in allowed range"])
+def test_errors_that_retrying_cannot_fix_end_it_even_when_reconnecting(error):
+    client, reactor, server, control, transport, outcome = opened()
+    lose(control)
+    reactor.advance(2)
+    server.connections[1][0].dataReceived(encode(Error(error)))
+    assert outcome[0].getErrorMessage() == f"server error: {error}"
+    reactor.advance(60)
+    assert len(server.connections) == 2
+
+
+def test_a_silent_server_is_left_and_the_tunnel_reopened():
+    client, reactor, server, control, transport, outcome = opened(heartbeat_timeout=8)
+    reactor.advance(7.9)
+    control.dataReceived(encode(Heartbeat()))
+    reactor.advance(7.9)
+    assert not transport.disconnected
+    reactor.advance(0.1)
+    assert transport.disconnected  # aborted: a dead peer may never acknowledge a close
+    control.connectionLost(Failure(ConnectionDone()))
+    reactor.advance(2)
+    assert len(server.connections) == 2 and outcome == []
 
 
 def test_an_unreachable_server_is_named():

@@ -1,0 +1,63 @@
+"""Faults with real processes: servers that die, clients that die, visitors that misbehave."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from pathlib import Path
+
+from tests.visitors import QUICKLY, assert_echoes, closed_port, connect, wait_until_refused
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def test_a_killed_and_restarted_server_gets_the_client_back_on_its_port(processes, echo_service):
+    control_port = closed_port()
+    listen = ("--listen", f"tcp:{control_port}:interface=127.0.0.1", "--bind-tunnels", "127.0.0.1",
+              "--min-port", "20000", "--max-port", "29999")
+    server = processes.spore("server", *listen)
+    server.wait_for(r"server listening", stream="stderr")
+    local, public_port = processes.local(echo_service.port, control_port)
+    assert_echoes(public_port)
+
+    server.signal(signal.SIGKILL)
+    server.wait()
+    restarted = processes.spore("server", *listen)
+    restarted.wait_for(r"server listening", stream="stderr")
+    local.wait_for(rf"(?s)listening at 127\.0\.0\.1:{public_port}.*listening at 127\.0\.0\.1:{public_port}", timeout=15)
+    assert_echoes(public_port)
+    assert "tunnel on port" in local.stderr and "reconnecting" in local.stderr
+    assert local.popen.poll() is None
+
+
+def test_a_killed_client_frees_its_port_for_its_next_run(processes, echo_service):
+    _, control_port = processes.server()
+    local, public_port = processes.local(echo_service.port, control_port)
+    local.signal(signal.SIGKILL)
+    wait_until_refused(public_port, within=QUICKLY)
+    _, again = processes.local(echo_service.port, control_port, "--port", str(public_port))
+    assert again == public_port
+    assert_echoes(public_port)
+
+
+def test_a_visitor_that_resets_mid_transfer_costs_nothing(processes, echo_service):
+    server, control_port = processes.server()
+    _, public_port = processes.local(echo_service.port, control_port)
+    before = open_fds(server.popen.pid)  # listeners and the control connection
+    for _ in range(20):
+        with connect(public_port) as visitor:
+            visitor.sendall(b"x" * 100_000)
+            visitor.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+        # closing with a zero linger sends a reset
+    assert_echoes(public_port)
+    _wait_for(lambda: open_fds(server.popen.pid) == before, "the server's descriptors to come back")
+
+
+def _wait_for(condition, what: str, seconds: float = QUICKLY) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, f"waited {seconds}s for {what}"
+        time.sleep(0.05)
