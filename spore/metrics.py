@@ -46,9 +46,6 @@ class ServerMetrics:
             "spore_accept_latency_ms", "Milliseconds from a visitor's arrival to its claim",
             buckets=_LATENCY_BUCKETS, registry=r,
         )
-        self.connections_active = Gauge(
-            "spore_connections_active", "Visitors being forwarded now", registry=r
-        )
         self.auth_failures = Counter(
             "spore_auth_failures", "Control connections that failed the secret's challenge", registry=r
         )
@@ -61,10 +58,14 @@ class ServerMetrics:
             ["outcome"], registry=r,
         )
 
-    def watch(self, tunnels: Callable[[], float], pending: Callable[[], float]) -> None:
+    def watch(
+        self, tunnels: Callable[[], float], pending: Callable[[], float], forwarding: Callable[[], float]
+    ) -> None:
         """Report gauges whose values the server already holds."""
-        Gauge("spore_tunnels_active", "Tunnels open now", registry=self.registry).set_function(tunnels)
-        Gauge("spore_visitors_pending", "Visitors waiting to be claimed", registry=self.registry).set_function(pending)
+        r = self.registry
+        Gauge("spore_tunnels_active", "Tunnels open now", registry=r).set_function(tunnels)
+        Gauge("spore_visitors_pending", "Visitors waiting to be claimed", registry=r).set_function(pending)
+        Gauge("spore_connections_active", "Visitors being forwarded now", registry=r).set_function(forwarding)
 
     def refuse(self, reason: str) -> None:
         """Count one connection refused for ``reason``."""

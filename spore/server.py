@@ -14,7 +14,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
-from twisted.internet.task import LoopingCall
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from spore import auth
@@ -34,7 +34,7 @@ from spore.messages import (
 from spore.metrics import ServerMetrics
 from spore.pending import PendingVisitors
 from spore.settings import ServerSettings
-from spore.sockets import set_buffers, tune
+from spore.sockets import give_up_unacknowledged, keep_alive, set_buffers, tune
 from spore.splice import SpliceProtocol
 
 RANDOM_PORT_TRIES = 150
@@ -74,8 +74,8 @@ class VisitorProtocol(SpliceProtocol):
 
     def claimed(self) -> None:
         self.tunnel.pending.discard(self)
+        self.tunnel.server.forwarding.add(self)
         self.metrics.connections_accepted.inc()
-        self.metrics.connections_active.inc()
         self.metrics.accept_latency.observe((self.tunnel.server.clock.seconds() - self.arrived) * 1000)
 
     def expire(self) -> None:
@@ -91,8 +91,7 @@ class VisitorProtocol(SpliceProtocol):
         if self in self.tunnel.pending:
             self.tunnel.pending.discard(self)
             self.tunnel.server.pending.discard(self.id)
-        elif self.peer is not None:
-            self.metrics.connections_active.dec()
+        self.tunnel.server.forwarding.discard(self)
         SpliceProtocol.connectionLost(self, reason)
 
 
@@ -283,6 +282,11 @@ class ServerProtocol(FrameProtocol):
         self.state = "tunnel"
         self.server.tunnels_per_host[host] += 1
         self.tunnel = visitors.tunnel = Tunnel(self, listening)
+        self.server.tunnels.add(self.tunnel)
+        # Notice a client that vanished without a FIN: keepalive probes while
+        # idle, and heartbeats left unacknowledged for two intervals.
+        keep_alive(self.transport)
+        give_up_unacknowledged(self.transport, max(2 * self.server.settings.heartbeat_interval, 1.0))
         self.log.info("tunnel opened on port {port} for {client}", port=self.tunnel.port, client=self.client)
         self.server.metrics.control("tunnel")
         self.tunnel.start()
@@ -316,6 +320,7 @@ class ServerProtocol(FrameProtocol):
 
     def _close_tunnel(self) -> None:
         if self.tunnel is not None:
+            self.server.tunnels.discard(self.tunnel)
             self.log.info("tunnel on port {port} closed for {client}", port=self.tunnel.port, client=self.client)
             self.tunnel.close()
             self.tunnel = None
@@ -330,6 +335,7 @@ class ServerProtocol(FrameProtocol):
 class ServerFactory(Factory):
     """Builds the control port's protocols and holds what they share."""
 
+    log = Logger()
     noisy = False
 
     def logPrefix(self) -> str:
@@ -351,11 +357,31 @@ class ServerFactory(Factory):
         self.pending: PendingVisitors[VisitorProtocol] = PendingVisitors(reactor, settings.pending_timeout)
         self.handshakes = 0  # connections not yet past their first message
         self.tunnels_per_host: Counter[str] = Counter()
+        self.tunnels: set[Tunnel] = set()
+        self.forwarding: set[VisitorProtocol] = set()  # claimed visitors still connected
         self.metrics = metrics or ServerMetrics()
-        self.metrics.watch(tunnels=lambda: sum(self.tunnels_per_host.values()), pending=lambda: len(self.pending))
+        self.metrics.watch(
+            tunnels=lambda: len(self.tunnels), pending=lambda: len(self.pending), forwarding=lambda: len(self.forwarding)
+        )
 
     def buildProtocol(self, addr) -> ServerProtocol:
         return ServerProtocol(self)
+
+    async def drain(self, timeout: float) -> None:
+        """Shut down gently: close every tunnel and waiting visitor, and give forwarded ones ``timeout`` seconds."""
+        for tunnel in list(self.tunnels):
+            tunnel.control.fail("server is shutting down")
+            for visitor in list(tunnel.pending):
+                visitor.transport.loseConnection()
+        deadline = self.clock.seconds() + timeout
+        while self.forwarding and self.clock.seconds() < deadline:
+            await deferLater(self.clock, min(0.1, timeout))
+        if self.forwarding:
+            self.log.warn("closing {count} forwarded connections still open", count=len(self.forwarding))
+            for visitor in list(self.forwarding):
+                visitor.transport.abortConnection()
+                if visitor.peer is not None:
+                    visitor.peer.transport.abortConnection()
 
     async def listen_public(self, port: int, visitors: VisitorFactory) -> IListeningPort:
         """Open a public port for a tunnel, as bore would (same errors)."""

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from contextlib import contextmanager
 from typing import Callable
 
 from twisted.application import strports
 from twisted.application.service import MultiService
+from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import quoteStringArgument
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IStreamServerEndpoint
@@ -49,6 +52,7 @@ class Options(check.SporeOptions):
         "max-pending-per-tunnel": "128",
         "max-tunnels-per-ip": "32",
         "max-handshakes": "1024",
+        "drain-timeout": "5",
     }
     config_lists = ("allow", "deny", "secret")
     optParameters = [
@@ -62,6 +66,7 @@ class Options(check.SporeOptions):
         ["listen", None, None, "Twisted endpoint for the control listener, e.g. tcp:7835:interface=127.0.0.1 "
          "or systemd:domain=INET:index=0 (replaces --bind-addr and --control-port)"],
         ["heartbeat-interval", None, None, "Seconds between heartbeats to idle clients"],
+        ["drain-timeout", None, None, "Seconds forwarded connections get to finish when the server stops"],
         ["max-pending-per-tunnel", None, None, "Visitors that may wait for a tunnel's client at a time; more are closed"],
         ["max-tunnels-per-ip", None, None, "Tunnels one client address may hold open"],
         ["max-handshakes", None, None, "Control connections that may be in their handshake at a time"],
@@ -100,6 +105,7 @@ class Options(check.SporeOptions):
             max_pending_per_tunnel=self.count("max-pending-per-tunnel"),
             max_tunnels_per_ip=self.count("max-tunnels-per-ip"),
             max_handshakes=self.count("max-handshakes"),
+            drain_timeout=self.seconds("drain-timeout"),
             sndbuf=self["sndbuf"] and self.count("sndbuf"),
             recbuf=self["recbuf"] and self.count("recbuf"),
         )
@@ -177,7 +183,30 @@ def _explaining_listen_failure():
 
 
 class ServerService(MultiService):
-    """The server: its control listener, which fails the start clearly if it cannot listen."""
+    """The server: its listeners, which fail the start clearly, and a gentle stop.
+
+    Stopping closes the listeners, tells every client the server is shutting
+    down, and gives forwarded connections ``drain_timeout`` seconds to end;
+    a second SIGINT or SIGTERM meanwhile ends the process at once.
+    """
+
+    log = Logger()
+
+    def __init__(self, factory: ServerFactory, drain_timeout: float) -> None:
+        super().__init__()
+        self.factory = factory
+        self.drain_timeout = drain_timeout
+
+    def stopService(self) -> Deferred:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._stop_now)
+        self.log.info("stopping: forwarded connections get {seconds:g} s to finish", seconds=self.drain_timeout)
+        d = super().stopService()
+        return d.addCallback(lambda _: ensureDeferred(self.factory.drain(self.drain_timeout)))
+
+    def _stop_now(self, signum, frame) -> None:
+        os.write(2, b"second signal: stopping at once\n")
+        os._exit(1)
 
     def privilegedStartService(self) -> None:
         with _explaining_listen_failure():
@@ -225,7 +254,7 @@ def makeService(options: Options) -> ServerService:
     # A tunnel's owner may exceed its budget on the control port: its data
     # connections count only until they claim their visitors.
     guarded = guard(served, exempt=lambda host: factory.tunnels_per_host[host] > 0)
-    service = ServerService()
+    service = ServerService(factory, options.settings.drain_timeout)
     _listening(options.listen, guarded, "--listen", "server", reactor).setServiceParent(service)
     if options.metrics_listen:
         site = metrics_site(metrics.registry)

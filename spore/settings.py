@@ -20,6 +20,7 @@ class ServerSettings:
     max_pending_per_tunnel: int = 128
     max_tunnels_per_ip: int = 32
     max_handshakes: int = 1024
+    drain_timeout: float = 5.0  # seconds forwarded connections get when the server stops
     sndbuf: int | None = None  # SO_SNDBUF of sockets carrying tunnelled bytes; None: the system's
     recbuf: int | None = None  # SO_RCVBUF likewise
 

@@ -61,3 +61,49 @@ def _wait_for(condition, what: str, seconds: float = QUICKLY) -> None:
     while not condition():
         assert time.monotonic() < deadline, f"waited {seconds}s for {what}"
         time.sleep(0.05)
+
+
+def held_visitor(public_port: int) -> socket.socket:
+    """A visitor in the middle of a forwarded exchange."""
+    visitor = connect(public_port)
+    visitor.sendall(b"first half ")
+    assert visitor.recv(11) == b"first half "
+    return visitor
+
+
+def test_a_stopping_server_lets_forwarded_connections_finish(processes, echo_service):
+    server, control_port = processes.server("--drain-timeout", "10")
+    local, public_port = processes.local(echo_service.port, control_port)
+    with held_visitor(public_port) as visitor:
+        server.signal(signal.SIGTERM)
+        wait_until_refused(public_port, within=QUICKLY)  # no new visitors
+        local.wait_for("server is shutting down", stream="stderr")
+        visitor.sendall(b"second half")
+        assert visitor.recv(11) == b"second half"  # the forwarded one goes on
+        assert server.popen.poll() is None
+    assert server.wait(QUICKLY) == 0  # and the server ends once it is done
+
+
+def test_a_forwarded_connection_that_does_not_finish_is_closed_after_the_drain_timeout(processes, echo_service):
+    server, control_port = processes.server("--drain-timeout", "1")
+    _, public_port = processes.local(echo_service.port, control_port)
+    with held_visitor(public_port) as visitor:
+        server.signal(signal.SIGTERM)
+        started = time.monotonic()
+        assert server.wait(QUICKLY) == 0
+        assert 0.9 < time.monotonic() - started
+        try:
+            assert visitor.recv(1) == b""
+        except ConnectionResetError:
+            pass
+
+
+def test_a_second_signal_stops_the_server_at_once(processes, echo_service):
+    server, control_port = processes.server("--drain-timeout", "60")
+    _, public_port = processes.local(echo_service.port, control_port)
+    with held_visitor(public_port):
+        server.signal(signal.SIGTERM)
+        server.wait_for("forwarded connections get 60 s", stream="stderr")
+        server.signal(signal.SIGTERM)
+        assert server.wait(QUICKLY) == 1
+        assert "second signal" in server.stderr
