@@ -39,6 +39,10 @@ from spore.splice import SpliceProtocol
 
 RANDOM_PORT_TRIES = 150
 
+BACKLOG = 1024
+"""Connections the kernel may queue on a listening port (Twisted's default of 50
+drops a burst's SYNs, and each dropped one waits a second to be sent again)."""
+
 
 class TunnelError(Exception):
     """A tunnel could not be opened; the message is bore's text for why."""
@@ -400,7 +404,7 @@ class ServerFactory(Factory):
     async def _bind(self, port: int, visitors: VisitorFactory) -> IListeningPort:
         host = self.settings.bind_tunnels
         endpoint_type = TCP6ServerEndpoint if ipaddress.ip_address(host).version == 6 else TCP4ServerEndpoint
-        endpoint = endpoint_type(self.reactor, port, interface=host)
+        endpoint = endpoint_type(self.reactor, port, backlog=BACKLOG, interface=host)
         try:
             listening = await endpoint.listen(self.guard_public(visitors))
         except CannotListenError as e:

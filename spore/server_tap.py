@@ -23,7 +23,7 @@ from spore import tls
 from spore.access import AccessRules
 from spore.metrics import ServerMetrics, metrics_site
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
-from spore.server import ServerFactory
+from spore.server import BACKLOG, ServerFactory
 from spore.settings import DEFAULT_CONTROL_PORT, ServerSettings
 
 
@@ -95,7 +95,9 @@ class Options(check.SporeOptions):
                 f"{self.label('min-port')} ({min_port}) is greater than {self.label('max-port')} ({max_port})"
             )
         bind_addr = self.ip_address("bind-addr")
-        self.listen = self["listen"] or f"tcp:{self.port('control-port')}:interface={quoteStringArgument(bind_addr)}"
+        self.listen = self["listen"] or (
+            f"tcp:{self.port('control-port')}:interface={quoteStringArgument(bind_addr)}:backlog={BACKLOG}"
+        )
         self.settings = ServerSettings(
             min_port=min_port,
             max_port=max_port,

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 import re
-import selectors
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -30,7 +30,7 @@ def executable(name: str) -> str:
 
 
 class Process:
-    """One running command; its output is read as it is needed."""
+    """One running command; threads read its output as it comes, so it never blocks on a full pipe."""
 
     def __init__(self, argv: list[str], env: dict[str, str] | None = None, cwd: str | None = None) -> None:
         self.argv = argv
@@ -43,59 +43,53 @@ class Process:
             cwd=cwd,
         )
         self.output = {"stdout": b"", "stderr": b""}
-        self._streams = {self.popen.stdout: "stdout", self.popen.stderr: "stderr"}
-        for stream in self._streams:
-            os.set_blocking(stream.fileno(), False)
+        self._changed = threading.Condition()
+        self._readers = [
+            threading.Thread(target=self._read, args=(pipe, name), daemon=True)
+            for pipe, name in ((self.popen.stdout, "stdout"), (self.popen.stderr, "stderr"))
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self, pipe, name: str) -> None:
+        while chunk := pipe.read1(65536):
+            with self._changed:
+                self.output[name] += chunk
+                self._changed.notify_all()
+        with self._changed:
+            self._changed.notify_all()
 
     @property
     def stdout(self) -> str:
-        self._read(0)
         return self.output["stdout"].decode(errors="replace")
 
     @property
     def stderr(self) -> str:
-        self._read(0)
         return self.output["stderr"].decode(errors="replace")
-
-    def _read(self, timeout: float) -> bool:
-        """Read what is there (waiting up to ``timeout``); False at EOF on both."""
-        open_streams = [s for s in self._streams if not s.closed]
-        if not open_streams:
-            return False
-        with selectors.DefaultSelector() as selector:
-            for stream in open_streams:
-                selector.register(stream, selectors.EVENT_READ)
-            for key, _ in selector.select(timeout):
-                chunk = key.fileobj.read()
-                if chunk:
-                    self.output[self._streams[key.fileobj]] += chunk
-                elif chunk == b"":
-                    key.fileobj.close()
-        return True
 
     def wait_for(self, pattern: str, stream: str = "stdout", timeout: float = TIMEOUT) -> re.Match:
         """Wait until ``pattern`` appears in the output; fail with the output if it does not."""
         deadline = time.monotonic() + timeout
         regex = re.compile(pattern)
-        while True:
-            match = regex.search(self.output[stream].decode(errors="replace"))
-            if match:
-                return match
-            remaining = deadline - time.monotonic()
-            if remaining <= 0 or not self._read(min(remaining, 0.1)) and self.popen.poll() is not None:
-                raise AssertionError(
-                    f"{pattern!r} not seen in {stream} of {self.argv} within {timeout}s\n"
-                    f"exit status: {self.popen.poll()}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
-                )
+        with self._changed:
+            while not (match := regex.search(self.output[stream].decode(errors="replace"))):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.popen.poll() is not None and not any(r.is_alive() for r in self._readers)):
+                    raise AssertionError(
+                        f"{pattern!r} not seen in {stream} of {self.argv} within {timeout}s\n"
+                        f"exit status: {self.popen.poll()}\nstdout:\n{self.stdout}\nstderr:\n{self.stderr}"
+                    )
+                self._changed.wait(min(remaining, 0.1))
+        return match
 
     def wait(self, timeout: float = TIMEOUT) -> int:
-        """Wait for the process to exit and return its status."""
-        deadline = time.monotonic() + timeout
-        while self.popen.poll() is None:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{self.argv} still running after {timeout}s\nstderr:\n{self.stderr}")
-            self._read(0.05)
-        self._read(0)
+        """Wait for the process to exit (and its output to be read) and return its status."""
+        try:
+            self.popen.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"{self.argv} still running after {timeout}s\nstderr:\n{self.stderr}") from None
+        for reader in self._readers:
+            reader.join(TIMEOUT)
         return self.popen.returncode
 
     def signal(self, signum: int) -> None:
@@ -110,9 +104,8 @@ class Process:
             except subprocess.TimeoutExpired:
                 self.popen.kill()
                 self.popen.wait(5)
-        for stream in self._streams:
-            if not stream.closed:
-                stream.close()
+        for reader in self._readers:
+            reader.join(TIMEOUT)
 
 
 class Processes:

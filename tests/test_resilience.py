@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
+from tests.processes import TIMEOUT
 from tests.visitors import QUICKLY, assert_echoes, closed_port, connect, wait_until_refused
 
 
@@ -107,3 +111,33 @@ def test_a_second_signal_stops_the_server_at_once(processes, echo_service):
         server.signal(signal.SIGTERM)
         assert server.wait(QUICKLY) == 1
         assert "second signal" in server.stderr
+
+
+def test_a_short_soak_loses_no_byte_and_leaks_nothing():
+    soak = Path(__file__).parent.parent / "bench" / "soak.py"
+    run = subprocess.run(
+        [sys.executable, str(soak), "--seconds", "6", "--workers", "3", "--restart-every", "2.5"],
+        capture_output=True, text=True, timeout=60,
+    )
+    report = json.loads(run.stdout)
+    assert run.returncode == 0 and report["lost_bytes"] == 0, report["exchanges"]
+    assert report["bytes_checked"] > 10_000_000
+    first, last = report["server_fds_first_last"]
+    assert last <= first
+
+
+def test_thousands_of_unclaimed_visitors_all_expire(processes):
+    server, control_port = processes.server("--max-pending-per-tunnel", "2000", "--max-conns-per-ip", "5000")
+    with socket.create_connection(("127.0.0.1", control_port), timeout=TIMEOUT) as control:
+        control.sendall(b'{"Hello":0}\0')  # a client that never claims anyone
+        public_port = int(control.recv(100).split(b"\0")[0][9:-1])
+        before = open_fds(server.popen.pid)
+        visitors = [socket.create_connection(("127.0.0.1", public_port), timeout=TIMEOUT) for _ in range(1000)]
+        try:
+            _wait_for(lambda: open_fds(server.popen.pid) >= before + 1000, "the visitors to be held", 5)
+            # Ten seconds after arriving, every one is closed and forgotten.
+            _wait_for(lambda: open_fds(server.popen.pid) == before, "the visitors to expire", 15)
+        finally:
+            for visitor in visitors:
+                visitor.close()
+        server.wait_for(r"removed stale connection", stream="stderr")
