@@ -59,3 +59,15 @@ def _warning(soft: int, hard: int, wanted: int | None, failure: Exception | None
     if wanted is not None and soft != unlimited and soft < wanted:
         return f"the open-file limit is {soft}, below the {wanted} open files wanted: raise it with ulimit -n"
     return None
+
+
+def announce_open_file_limit(log) -> None:
+    """Raise the open-file limit and say, on ``log`` (a twisted Logger), what it allows."""
+    soft, hard, warning = raise_open_file_limit()
+    if warning:
+        log.warn("{warning}", warning=warning)
+    elif soft != resource.RLIM_INFINITY:
+        log.info(
+            "open-file limit {soft}: room for about {connections} tunnelled connections",
+            soft=soft, connections=max(0, (soft - RESERVED_FILES) // FILES_PER_CONNECTION),
+        )

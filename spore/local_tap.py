@@ -16,6 +16,7 @@ from zope.interface import implementer
 from spore import options as check
 from spore import tls
 from spore.control import HANDSHAKE_TIMEOUT
+from spore.limits import announce_open_file_limit
 from spore.local import LocalClient, TunnelFailed
 from spore.settings import DEFAULT_CONTROL_PORT, LocalSettings
 
@@ -161,6 +162,8 @@ def server_endpoint(options: Options, reactor) -> IStreamClientEndpoint:
 class LocalService(Service):
     """Runs one tunnel; ends the process with status 1 when it fails."""
 
+    log = Logger()
+
     exit_status = 0
 
     def __init__(self, settings: LocalSettings, reactor, server: IStreamClientEndpoint) -> None:
@@ -170,6 +173,7 @@ class LocalService(Service):
 
     def startService(self) -> None:
         super().startService()
+        announce_open_file_limit(self.log)
         self.reactor.addSystemEventTrigger("after", "shutdown", self._exit_if_failed)
         self.client.start().addErrback(self._failed)
 

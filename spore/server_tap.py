@@ -21,6 +21,7 @@ from zope.interface import implementer
 from spore import options as check
 from spore import tls
 from spore.access import AccessRules
+from spore.limits import announce_open_file_limit
 from spore.metrics import ServerMetrics, metrics_site
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
 from spore.server import BACKLOG, ServerFactory
@@ -215,6 +216,7 @@ class ServerService(MultiService):
             super().privilegedStartService()
 
     def startService(self) -> None:
+        announce_open_file_limit(self.log)
         with _explaining_listen_failure():
             super().startService()
 
