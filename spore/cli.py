@@ -7,6 +7,7 @@ from typing import NoReturn
 
 from twisted.logger import (
     FilteringLogObserver,
+    InvalidLogLevelError,
     LogLevel,
     LogLevelFilterPredicate,
     globalLogBeginner,
@@ -20,9 +21,12 @@ from spore.options import SporeOptions
 
 
 class Options(usage.Options):
-    synopsis = "spore [--log-format text|json] COMMAND"
+    synopsis = "spore [--log-format text|json] [--log-level LEVEL] COMMAND"
     longdesc = "A TCP tunnel that speaks bore's protocol. 'spore COMMAND --help' lists a command's options."
-    optParameters = [["log-format", None, "text", "How to write the log to standard error: text or json (one per line)"]]
+    optParameters = [
+        ["log-format", None, "text", "How to write the log to standard error: text or json (one per line)"],
+        ["log-level", None, "info", "The least severe events logged: debug, info, warn, error or critical"],
+    ]
     opt_version = SporeOptions.opt_version
     subCommands = [
         ["server", None, server_tap.Options, "Run a tunnel server"],
@@ -34,6 +38,10 @@ class Options(usage.Options):
             raise usage.UsageError("choose a command: 'spore server' or 'spore local'")
         if self["log-format"] not in _OBSERVERS:
             raise usage.UsageError(f"--log-format must be text or json, not {self['log-format']!r}")
+        try:
+            self["log-level"] = LogLevel.levelWithName(self["log-level"])
+        except InvalidLogLevelError:
+            raise usage.UsageError(f"--log-level must be debug, info, warn, error or critical, not {self['log-level']!r}")
 
 
 _TAPS = {"server": server_tap, "local": local_tap}
@@ -56,7 +64,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     observer = _OBSERVERS[options["log-format"]](sys.stderr)
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(observer, [LogLevelFilterPredicate(LogLevel.info)])],
+        [FilteringLogObserver(observer, [LogLevelFilterPredicate(options["log-level"])])],
         redirectStandardIO=False,
     )
     service = _TAPS[options.subCommand].makeService(options.subOptions)
