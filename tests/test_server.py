@@ -265,3 +265,15 @@ def test_an_unexpected_failure_while_opening_a_tunnel_is_told_and_closes():
     client, transport = connect(server)
     client.dataReceived(encode(Hello(20050)))
     assert transport.value() == encode_error("internal server error") and transport.disconnecting
+
+
+def test_a_client_that_trickles_a_byte_a_second_is_closed_at_three_seconds():
+    server, reactor = make_server(secrets=("s3cret",))
+    client, transport = connect(server)
+    for byte in b'{"Authenticate":"':
+        if transport.disconnecting:
+            break
+        client.dataReceived(bytes([byte]))
+        reactor.advance(1)
+    assert transport.disconnecting and reactor.seconds() == 3
+    assert frames(transport.value())[-1] == encode_error("timed out waiting for initial message")
