@@ -10,6 +10,7 @@ from twisted.logger import (
     InvalidLogLevelError,
     LogLevel,
     LogLevelFilterPredicate,
+    PredicateResult,
     globalLogBeginner,
     jsonFileLogObserver,
     textFileLogObserver,
@@ -51,6 +52,15 @@ _OBSERVERS = {
 }
 
 
+def _not_retry_chatter(event: dict) -> PredicateResult:
+    # ClientService announces each retry naming an endpoint object; the
+    # client's own warning already says the tunnel was lost and is reconnecting.
+    if event.get("log_namespace", "").startswith("twisted.application._client_service"):
+        if event.get("log_level") == LogLevel.info:
+            return PredicateResult.no
+    return PredicateResult.maybe
+
+
 def main(argv: list[str] | None = None) -> NoReturn:
     options = Options()
     try:
@@ -64,7 +74,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     observer = _OBSERVERS[options["log-format"]](sys.stderr)
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(observer, [LogLevelFilterPredicate(options["log-level"])])],
+        [FilteringLogObserver(observer, [LogLevelFilterPredicate(options["log-level"]), _not_retry_chatter])],
         redirectStandardIO=False,
     )
     service = _TAPS[options.subCommand].makeService(options.subOptions)

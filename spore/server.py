@@ -373,13 +373,16 @@ class ServerFactory(Factory):
 
     async def drain(self, timeout: float) -> None:
         """Shut down gently: close every tunnel and waiting visitor, and give forwarded ones ``timeout`` seconds."""
+        controls = [tunnel.control for tunnel in self.tunnels]
         for tunnel in list(self.tunnels):
             tunnel.control.fail("server is shutting down")
             for visitor in list(tunnel.pending):
                 visitor.transport.loseConnection()
         deadline = self.clock.seconds() + timeout
-        while self.forwarding and self.clock.seconds() < deadline:
-            await deferLater(self.clock, min(0.1, timeout))
+        # Wait for the Error frames to go out (the reactor's own shutdown
+        # would drop them unsent), and for the forwarded connections to end.
+        while (self.forwarding or any(c.transport.connected for c in controls)) and self.clock.seconds() < deadline:
+            await deferLater(self.clock, min(0.05, timeout))
         if self.forwarding:
             self.log.warn("closing {count} forwarded connections still open", count=len(self.forwarding))
             for visitor in list(self.forwarding):

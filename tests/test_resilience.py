@@ -141,3 +141,12 @@ def test_thousands_of_unclaimed_visitors_all_expire(processes):
             for visitor in visitors:
                 visitor.close()
         server.wait_for(r"removed stale connection", stream="stderr")
+
+
+def test_clients_hear_that_the_server_is_shutting_down(processes, echo_service):
+    server, control_port = processes.server()
+    local, _ = processes.local(echo_service.port, control_port)
+    server.signal(signal.SIGTERM)
+    assert server.wait(QUICKLY) == 0
+    local.wait_for(r"server error: server is shutting down; reconnecting", stream="stderr")
+    assert "Scheduling retry" not in local.stderr  # ClientService's chatter stays out of the log
