@@ -42,7 +42,9 @@ class Options(usage.Options):
         try:
             self["log-level"] = LogLevel.levelWithName(self["log-level"])
         except InvalidLogLevelError:
-            raise usage.UsageError(f"--log-level must be debug, info, warn, error or critical, not {self['log-level']!r}")
+            raise usage.UsageError(
+                f"--log-level must be debug, info, warn, error or critical, not {self['log-level']!r}"
+            ) from None
 
 
 _TAPS = {"server": server_tap, "local": local_tap}

@@ -71,11 +71,10 @@ class FrameProtocol(LineReceiver, SpliceProtocol):
         """The peer broke the protocol: ``why`` is bore's text for it."""
         raise NotImplementedError
 
-    def set_deadline(self, seconds: float | None, on_timeout: Callable[[], None]) -> None:
-        """Call ``on_timeout`` unless another deadline is set within ``seconds``."""
+    def set_deadline(self, seconds: float, on_timeout: Callable[[], None]) -> None:
+        """Call ``on_timeout`` in ``seconds`` unless another deadline is set or it is cancelled first."""
         self.cancel_deadline()
-        if seconds is not None:
-            self._deadline = self.clock.callLater(seconds, on_timeout)
+        self._deadline = self.clock.callLater(seconds, on_timeout)
 
     def cancel_deadline(self) -> None:
         if self._deadline is not None and self._deadline.active():
