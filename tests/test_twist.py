@@ -193,3 +193,37 @@ def test_twist_help_lists_both_plugins(processes):
 @pytest.mark.parametrize("path", ["twisted/__init__.py", "twisted/plugins/__init__.py"])
 def test_no_init_hides_twisted(path):
     assert not (REPO / path).exists(), f"{path} would shadow Twisted's own package"
+
+
+def free_low_port() -> int:
+    """A port below 1024 on 127.0.0.1 that nothing holds (only root can bind it)."""
+    for port in range(1000, 900, -1):
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port below 1024")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a low port and dropping to another user needs root")
+def test_twistd_drops_privileges_after_binding_a_low_port(processes, echo_service):
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    control_port = free_low_port()
+    server = processes.start(
+        executable("twistd"), "-n", "--pidfile=", f"--uid={nobody.pw_uid}", f"--gid={nobody.pw_gid}",
+        "spore-server", "--listen", f"tcp:{control_port}:interface=127.0.0.1", "--bind-tunnels", "127.0.0.1",
+        "--min-port", str(MIN_PORT), "--max-port", str(MAX_PORT),
+    )
+    server.wait_for(rf"server listening on 127\.0\.0\.1:{control_port}")  # bound while still root
+
+    def uids() -> list[int]:
+        status = Path(f"/proc/{server.popen.pid}/status").read_text()
+        return [int(u) for u in re.search(r"^Uid:\s+(.*)$", status, re.M).group(1).split()]
+
+    poll(lambda: uids() == [nobody.pw_uid] * 4, "twistd to become nobody")
+    _, public_port = processes.local(echo_service.port, control_port)
+    echo_through(public_port)
