@@ -40,6 +40,15 @@ def normalize(host: str) -> IPv4Address | IPv6Address | None:
     return address
 
 
+def peer_key(address: object) -> str | None:
+    """How a peer's address (anything with a ``host``) is counted and looked up:
+    its normalized IP, so that ::ffff:127.0.0.2 and 127.0.0.2 are one peer;
+    None when it has no IP address."""
+    host = getattr(address, "host", None)
+    ip = normalize(host) if host is not None else None
+    return None if ip is None else str(ip)
+
+
 def parse_networks(spec: str | Sequence[str] | None, option: str) -> tuple[Network, ...]:
     """Parse an option's comma- or space-separated addresses and networks.
 

@@ -21,14 +21,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import alsoProvides
 
-from spore.access import AccessRules, normalize
-
-
-def _peer_key(addr: IAddress | None) -> str | None:
-    # The normalized IP, so that ::ffff:127.0.0.2 and 127.0.0.2 are one peer.
-    host = getattr(addr, "host", None)
-    address = normalize(host) if host is not None else None
-    return None if address is None else str(address)
+from spore.access import AccessRules, peer_key
 
 
 class AddressFilter(WrappingFactory):
@@ -157,7 +150,7 @@ class LimitPerPeer(WrappingFactory):
         self.exempt = exempt
 
     def buildProtocol(self, addr: IAddress | None) -> IProtocol | None:
-        host = _peer_key(addr)
+        host = peer_key(addr)
         if host is None:
             return self.wrappedFactory.buildProtocol(addr)
         if not self.limit.take(host):

@@ -18,7 +18,7 @@ from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from spore import auth
-from spore.access import normalize
+from spore.access import peer_key
 from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
 from spore.messages import (
     Accept,
@@ -181,8 +181,7 @@ class ServerProtocol(FrameProtocol):
     def host(self) -> str:
         """The client's address, keyed as the address policies key it."""
         peer = self.transport.getPeer()
-        address = normalize(getattr(peer, "host", ""))
-        return str(address) if address is not None else str(peer)
+        return peer_key(peer) or str(peer)
 
     def connectionMade(self) -> None:
         server = self.server
