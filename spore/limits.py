@@ -14,6 +14,10 @@ RESERVED_FILES = 64
 # fs.nr_open (2**20 by default), macOS at OPEN_MAX (10240).  Try these in turn.
 _UNLIMITED_CANDIDATES = (1 << 20, 1 << 16, 10240)
 
+# A privileged process (root, or CAP_SYS_RESOURCE) may raise its hard limit
+# too, as HAProxy and nginx do; try these in turn when the hard limit is lower.
+_PRIVILEGED_HARD_CANDIDATES = (1 << 20, 1 << 16)
+
 
 def files_for(connections: int) -> int:
     """The open files a server or a client needs to hold ``connections`` tunnelled connections at once."""
@@ -25,12 +29,14 @@ def raise_open_file_limit(wanted: int | None = None) -> tuple[int, int, str | No
 
     The default soft limit (often 1024) is what caps a tunnel's concurrent
     connections, long before memory does; the hard limit is what an
-    administrator allows.  ``wanted`` is the number of open files the caller
-    expects to need (see :func:`files_for`).  Returns ``(soft, hard, warning)``:
-    the limits now in force, and a sentence for the log when they fall short
-    of ``wanted`` or could not be raised, else None.
+    administrator allows, and a privileged process raises that one too.
+    ``wanted`` is the number of open files the caller expects to need (see
+    :func:`files_for`).  Returns ``(soft, hard, warning)``: the limits now in
+    force, and a sentence for the log when they fall short of ``wanted`` or
+    could not be raised, else None.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    hard = _raise_hard_limit(soft, hard)
     targets = _UNLIMITED_CANDIDATES if hard == resource.RLIM_INFINITY else (hard,)
     failure: Exception | None = None
     for target in targets:
@@ -44,6 +50,19 @@ def raise_open_file_limit(wanted: int | None = None) -> tuple[int, int, str | No
         soft, failure = target, None
         break
     return soft, hard, _warning(soft, hard, wanted, failure)
+
+
+def _raise_hard_limit(soft: int, hard: int) -> int:
+    """The hard limit after trying to raise it, which only a privileged process may do."""
+    for target in _PRIVILEGED_HARD_CANDIDATES:
+        if hard == resource.RLIM_INFINITY or hard >= target:
+            break
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, target))
+        except (ValueError, OSError):
+            continue  # unprivileged (ValueError), or above fs.nr_open
+        return target
+    return hard
 
 
 def _warning(soft: int, hard: int, wanted: int | None, failure: Exception | None) -> str | None:

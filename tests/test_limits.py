@@ -13,12 +13,21 @@ INFINITY = resource.RLIM_INFINITY
 
 
 class FakeLimits:
-    """RLIMIT_NOFILE as the kernel would hold it; ``refuse`` makes setrlimit fail for soft limits above it."""
+    """RLIMIT_NOFILE as the kernel would hold it.
 
-    def __init__(self, soft: int, hard: int, refuse: int | None = None, error: type[Exception] = ValueError) -> None:
+    ``refuse`` makes setrlimit fail for soft limits above it; only a
+    ``privileged`` process may raise its hard limit, up to ``nr_open``.
+    ``calls`` records the changes that were allowed.
+    """
+
+    def __init__(
+        self, soft: int, hard: int, refuse: int | None = None, error: type[Exception] = ValueError,
+        privileged: bool = False, nr_open: int = 1 << 20,
+    ) -> None:
         self.soft, self.hard = soft, hard
         self.refuse = refuse
         self.error = error
+        self.privileged, self.nr_open = privileged, nr_open
         self.calls: list[tuple[int, int]] = []
 
     def getrlimit(self, which: int) -> tuple[int, int]:
@@ -27,13 +36,16 @@ class FakeLimits:
 
     def setrlimit(self, which: int, limits: tuple[int, int]) -> None:
         assert which == resource.RLIMIT_NOFILE
-        self.calls.append(limits)
         soft, hard = limits
-        if hard != self.hard:
-            raise AssertionError("the hard limit must be left alone")
+        assert hard == INFINITY or soft <= hard
+        if hard > self.hard and not self.privileged:
+            raise ValueError("not allowed to raise maximum limit")
+        if hard > self.hard and hard > self.nr_open:
+            raise OSError("Operation not permitted")
         if self.refuse is not None and (soft == INFINITY or soft > self.refuse):
             raise self.error("not permitted")
-        self.soft = soft
+        self.soft, self.hard = soft, hard
+        self.calls.append(limits)
 
 
 @pytest.fixture
@@ -74,10 +86,27 @@ def test_a_hard_limit_that_suffices_gives_no_warning(fake):
     assert raise_open_file_limit(files_for(10_000)) == (65536, 65536, None)
 
 
+def test_a_privileged_process_raises_its_hard_limit_too(fake):
+    limit = fake(1024, 20_000, privileged=True)  # root, with the 20,000 of the development machine
+    assert raise_open_file_limit(files_for(10_000)) == (1 << 20, 1 << 20, None)
+    assert limit.calls == [(1024, 1 << 20), (1 << 20, 1 << 20)]
+
+
+def test_a_privileged_raise_stops_where_the_system_caps_it(fake):
+    fake(1024, 20_000, privileged=True, nr_open=500_000)
+    assert raise_open_file_limit(files_for(10_000)) == (1 << 16, 1 << 16, None)
+
+
+def test_a_privileged_process_keeps_a_hard_limit_already_high_enough(fake):
+    limit = fake(1024, 1 << 21, privileged=True)
+    assert raise_open_file_limit() == (1 << 21, 1 << 21, None)
+    assert limit.calls == [(1 << 21, 1 << 21)]
+
+
 def test_an_unlimited_hard_limit_raises_the_soft_one_as_far_as_the_system_allows(fake):
     limit = fake(1024, INFINITY, refuse=1 << 16)  # like macOS or a lowered fs.nr_open
     assert raise_open_file_limit(files_for(10_000)) == (1 << 16, INFINITY, None)
-    assert limit.calls == [(1 << 20, INFINITY), (1 << 16, INFINITY)]
+    assert limit.calls == [(1 << 16, INFINITY)]
 
 
 def test_an_unlimited_soft_limit_is_never_lowered(fake):
