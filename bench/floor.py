@@ -13,18 +13,27 @@ shows what any Python implementation of this flow could reach on this
 machine: the gap between it and Spore is Twisted and Spore; the gap between
 it and direct is the protocol (three TCP connections per visitor instead of
 one) and the kernel.
+
+``floor.py --zero-copy server|local ...`` moves spliced bytes with
+splice(2) through a kernel pipe per direction instead of recv/send, the
+Linux zero-copy path; the pipe is created when the first byte arrives.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
+import os
 import selectors
 import socket
 import sys
 import uuid
 
 sel = selectors.DefaultSelector()
+ZERO_COPY = False
+PIPE_SIZE = 1 << 20
+SPLICE_FLAGS = getattr(os, "SPLICE_F_MOVE", 0) | getattr(os, "SPLICE_F_NONBLOCK", 0)
 
 
 class Pipe:
@@ -35,6 +44,8 @@ class Pipe:
         self.frames = b""
         self.read_done = self.write_done = False
         self.reading = self.writing = False
+        self.kpipe: tuple[int, int] | None = None  # zero-copy: bytes on their way to this socket
+        self.in_kpipe = 0
 
     def want(self, read: bool, write: bool) -> None:
         events = (selectors.EVENT_READ if read else 0) | (selectors.EVENT_WRITE if write else 0)
@@ -63,6 +74,8 @@ class Pipe:
                 self.peer.want(False, self.peer.writing)
 
     def on_readable(self) -> None:
+        if ZERO_COPY and self.on_frame is None and not self.peer.out:  # early bytes go first
+            return self.splice_readable()
         try:
             data = self.sock.recv(1 << 18)
         except BlockingIOError:
@@ -88,7 +101,49 @@ class Pipe:
         if self.write_done:
             self.close()
 
+    def splice_readable(self) -> None:
+        peer = self.peer
+        if peer.kpipe is None:
+            peer.kpipe = os.pipe()
+            fcntl.fcntl(peer.kpipe[1], fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        try:
+            n = os.splice(self.sock.fileno(), peer.kpipe[1], PIPE_SIZE, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            return
+        except OSError:
+            n = 0
+        if n:
+            peer.in_kpipe += n
+            peer.flush_kpipe()
+            return
+        self.read_done = True
+        self.want(False, self.writing)
+        if not peer.in_kpipe:
+            peer.shut()
+        if self.write_done:
+            self.close()
+
+    def flush_kpipe(self) -> None:
+        try:
+            while self.in_kpipe:
+                self.in_kpipe -= os.splice(self.kpipe[0], self.sock.fileno(), self.in_kpipe, flags=SPLICE_FLAGS)
+        except BlockingIOError:
+            pass
+        except OSError:
+            return self.close()
+        if self.in_kpipe:  # backpressure: stop reading the side that fills us
+            self.want(self.reading, True)
+            self.peer.want(False, self.peer.writing)
+        elif self.writing:
+            self.want(self.reading, False)
+            if not self.peer.read_done:
+                self.peer.want(True, self.peer.writing)
+            else:
+                self.shut()
+
     def on_writable(self) -> None:
+        if self.kpipe is not None and not self.out:
+            return self.flush_kpipe()
         try:
             self.out = self.out[self.sock.send(self.out):]
         except BlockingIOError:
@@ -116,10 +171,14 @@ class Pipe:
             sel.unregister(self.sock)
             self.reading = self.writing = False
         self.sock.close()
+        if self.kpipe is not None:
+            os.close(self.kpipe[0])
+            os.close(self.kpipe[1])
+            self.kpipe = None
         peer, self.peer = self.peer, None
         if peer is not None and peer.peer is self:
             peer.peer = None
-            if not peer.out:
+            if not peer.out and not peer.in_kpipe:
                 peer.close()
 
     def splice(self, other: Pipe, early: bytes = b"") -> None:
@@ -236,7 +295,9 @@ def loop() -> None:
 
 
 def main() -> None:
+    global ZERO_COPY
     parser = argparse.ArgumentParser()
+    parser.add_argument("--zero-copy", action="store_true", help="splice(2) spliced bytes through a kernel pipe")
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("server")
     s.add_argument("--bind-addr", default="127.0.0.1")
@@ -250,6 +311,7 @@ def main() -> None:
     c.add_argument("--control-port", type=int, default=7835)
     c.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
+    ZERO_COPY = args.zero_copy
     try:
         (server if args.command == "server" else local)(args)
     except KeyboardInterrupt:
