@@ -62,6 +62,10 @@ def bore_client(processes, local_port: int, *args: str) -> Process:
     )
 
 
+def public_port(client: Process) -> int:
+    return int(client.wait_for(r"listening at 127\.0\.0\.1:(\d+)").group(1))
+
+
 PAIRS = {
     "bore client, spore server": (bore_client, spore_server),
     "spore client, bore server": (spore_client, bore_server),
@@ -76,13 +80,13 @@ def pair(request):
 def test_bytes_cross_both_ways_and_a_half_close_is_passed_on(pair, processes, echo_service, start_service):
     client, server = pair
     server(processes, "--secret", SECRET)
-    echo_port = int(client(processes, echo_service.port, "--secret", SECRET).wait_for(r"listening at 127\.0\.0\.1:(\d+)").group(1))
+    echo_port = public_port(client(processes, echo_service.port, "--secret", SECRET))
     data = os.urandom(3 << 20)
     assert fingerprint(exchange(echo_port, data)) == fingerprint(data)
 
     # The service replies only after the visitor's FIN has reached it.
     replier = start_service(reply_after_eof)
-    reply_port = int(client(processes, replier.port, "--secret", SECRET).wait_for(r"listening at 127\.0\.0\.1:(\d+)").group(1))
+    reply_port = public_port(client(processes, replier.port, "--secret", SECRET))
     request = os.urandom(100_000)
     assert fingerprint(exchange(reply_port, request)) == fingerprint(reply_to(request))
 
