@@ -49,6 +49,23 @@ def peer_key(address: object) -> str | None:
     return None if ip is None else str(ip)
 
 
+SOURCE_PREFIX_V6 = 64
+"""An IPv6 source is its /64: a single host is commonly given a whole /64, so its
+addresses are as cheap to it as ports."""
+
+
+def source_key(address: object) -> str | None:
+    """Who a peer counts as when slots are shared out fairly: its IPv4 address, or
+    its IPv6 /64 network; None when it has no IP address."""
+    host = getattr(address, "host", None)
+    ip = normalize(host) if host is not None else None
+    if ip is None:
+        return None
+    if ip.version == 6:
+        return str(ip_network((ip, SOURCE_PREFIX_V6), strict=False))
+    return str(ip)
+
+
 def parse_networks(spec: str | Sequence[str] | None, option: str) -> tuple[Network, ...]:
     """Parse an option's comma- or space-separated addresses and networks.
 

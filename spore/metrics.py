@@ -53,6 +53,10 @@ class ServerMetrics:
             "spore_connections_refused", "Connections closed at once by a limit or an address rule",
             ["reason"], registry=r,
         )
+        self.connections_shed = Counter(
+            "spore_connections_shed", "Connections admitted, then closed to make room for newcomers",
+            ["reason"], registry=r,
+        )
         self.control_connections = Counter(
             "spore_control_connections", "Control-port connections, by how they ended their handshake",
             ["outcome"], registry=r,
@@ -70,6 +74,10 @@ class ServerMetrics:
     def refuse(self, reason: str) -> None:
         """Count one connection refused for ``reason``."""
         self.connections_refused.labels(reason=reason).inc()
+
+    def shed(self, reason: str) -> None:
+        """Count one connection shed for ``reason``."""
+        self.connections_shed.labels(reason=reason).inc()
 
     def control(self, outcome: str) -> None:
         self.control_connections.labels(outcome=outcome).inc()

@@ -2,7 +2,8 @@
 
 Both wrap the real factories.  A refused connection is one for which
 ``buildProtocol`` returns None: Twisted then closes it at once, without
-reading or writing a byte.  Wrap them outside any TLS layer
+reading or writing a byte.  Refusals are not logged one by one (a flood
+would flood the log): ``on_refused`` counts them (see spore.shedding).  Wrap them outside any TLS layer
 (``AddressFilter(LimitPerPeer(TLSMemoryBIOFactory(..., factory), limit), rules)``):
 TLSMemoryBIOFactory would wrap a None it got from inside.
 """
@@ -43,7 +44,6 @@ class AddressFilter(WrappingFactory):
         if host is not None and not self.rules.admits(host):
             self.refused += 1
             self.on_refused()
-            self.log.info("refused a connection from {host}: not allowed", host=host)
             return None
         # Nothing more to do for an admitted connection, so no wrapper: its
         # protocol keeps its own transport and interfaces.
@@ -57,18 +57,12 @@ class PeerLimit:
     that an address has one budget for all of them.
     """
 
-    def __init__(self, limit: int, on_refused: Callable[[], object] = lambda: None) -> None:
+    def __init__(self, limit: int) -> None:
         if limit < 1:
             raise ValueError("the connection limit per address must be at least 1")
         self.limit = limit
         self.counts: dict[str, int] = {}
         self.refused = 0
-        self.on_refused = on_refused
-
-    def refuse(self) -> None:
-        """Count a connection refused for being over the limit."""
-        self.refused += 1
-        self.on_refused()
 
     def take(self, host: str) -> bool:
         """Count a new connection from ``host``, or refuse it (False) if ``host`` is at its limit."""
@@ -144,10 +138,12 @@ class LimitPerPeer(WrappingFactory):
         wrappedFactory: IProtocolFactory,
         limit: PeerLimit,
         exempt: Callable[[str], bool] = lambda host: False,
+        on_refused: Callable[[], object] = lambda: None,
     ) -> None:
         super().__init__(wrappedFactory)
         self.limit = limit
         self.exempt = exempt
+        self.on_refused = on_refused
 
     def buildProtocol(self, addr: IAddress | None) -> IProtocol | None:
         host = peer_key(addr)
@@ -159,10 +155,8 @@ class LimitPerPeer(WrappingFactory):
                 # of a tunnel, whose data connections must not be throttled;
                 # they soon stop counting anyway).  Admitted, not counted.
                 return self.wrappedFactory.buildProtocol(addr)
-            self.limit.refuse()
-            self.log.info(
-                "refused a connection from {host}: it has {limit} open already", host=host, limit=self.limit.limit
-            )
+            self.limit.refused += 1
+            self.on_refused()
             return None
         protocol = None
         try:

@@ -12,13 +12,15 @@ from typing import Callable
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.interfaces import IHandshakeListener, IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from spore import auth
-from spore.access import peer_key
+from spore.access import peer_key, source_key
+from spore.admission import Admission, share_of
 from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
 from spore.messages import (
     Accept,
@@ -34,6 +36,7 @@ from spore.messages import (
 from spore.metrics import ServerMetrics
 from spore.pending import PendingVisitors
 from spore.settings import ServerSettings
+from spore.shedding import TurnedAway
 from spore.sockets import give_up_unacknowledged, keep_alive, set_buffers, tune
 from spore.splice import SpliceProtocol
 
@@ -48,6 +51,11 @@ class TunnelError(Exception):
     """A tunnel could not be opened; the message is bore's text for why."""
 
 
+def _source(addr) -> str:
+    """Who a peer counts as in the admission tables (see spore.access.source_key)."""
+    return source_key(addr) or str(addr)
+
+
 def _address(addr) -> str:
     host = getattr(addr, "host", None)
     if host is None:  # not an IP address (a UNIX socket given with --listen)
@@ -60,10 +68,12 @@ class VisitorProtocol(SpliceProtocol):
 
     log = Logger()
 
-    def __init__(self, tunnel: Tunnel) -> None:
+    def __init__(self, tunnel: Tunnel, source: str) -> None:
         self.tunnel = tunnel
+        self.source = source
         self.metrics = tunnel.server.metrics
         self.id: uuid.UUID | None = None
+        self.waiting = False  # for a client to claim it
         self.arrived = tunnel.server.clock.seconds()
 
     def connectionMade(self) -> None:
@@ -77,7 +87,7 @@ class VisitorProtocol(SpliceProtocol):
         self.peer.transport.write(data)
 
     def claimed(self) -> None:
-        self.tunnel.pending.discard(self)
+        self.tunnel.stop_waiting(self)
         self.tunnel.server.forwarding.add(self)
         self.metrics.connections_accepted.inc()
         self.metrics.accept_latency.observe((self.tunnel.server.clock.seconds() - self.arrived) * 1000)
@@ -87,13 +97,20 @@ class VisitorProtocol(SpliceProtocol):
             "removed stale connection {id} from {visitor} on port {port}",
             id=str(self.id), visitor=_address(self.transport.getPeer()), port=self.tunnel.port,
         )
-        self.tunnel.pending.discard(self)
+        self.tunnel.stop_waiting(self)
         self.metrics.connections_stale.inc()
         self.transport.loseConnection()
 
+    def shed(self) -> None:
+        """Close this unclaimed visitor to make room for a newcomer."""
+        self.tunnel.stop_waiting(self)
+        self.tunnel.server.pending.discard(self.id)
+        self.tunnel.server.turned_away.count("oldest_visitor", f"port {self.tunnel.port}")
+        self.transport.abortConnection()
+
     def connectionLost(self, reason) -> None:
-        if self in self.tunnel.pending:
-            self.tunnel.pending.discard(self)
+        if self.waiting:
+            self.tunnel.stop_waiting(self)
             self.tunnel.server.pending.discard(self.id)
         self.tunnel.server.forwarding.discard(self)
         SpliceProtocol.connectionLost(self, reason)
@@ -109,7 +126,7 @@ class VisitorFactory(Factory):
         return "Spore public port"
 
     def buildProtocol(self, addr) -> VisitorProtocol:
-        return VisitorProtocol(self.tunnel)
+        return VisitorProtocol(self.tunnel, _source(addr))
 
 
 class Tunnel:
@@ -124,31 +141,47 @@ class Tunnel:
         self.port: int = listening.getHost().port
         self.heartbeat = LoopingCall(control.send, Heartbeat())
         self.heartbeat.clock = self.server.clock
-        self.pending: set[VisitorProtocol] = set()
+        self.source = control.source
+        # Unclaimed visitors, oldest first: a full table sheds the oldest of
+        # the busiest source, so a flood of visitors displaces its own.
+        limit = self.server.settings.max_pending_per_tunnel
+        self.pending: Admission[VisitorProtocol] = Admission(limit, share_of(limit))
 
     def start(self) -> None:
         self.control.send(Hello(self.port))
         self.heartbeat.start(self.server.settings.heartbeat_interval, now=True)
 
     def visitor_arrived(self, visitor: VisitorProtocol) -> None:
-        address = _address(visitor.transport.getPeer())
-        limit = self.server.settings.max_pending_per_tunnel
-        self.server.metrics.connections_incoming.inc()
-        if len(self.pending) >= limit:
-            self.server.metrics.refuse("pending_cap")
-            self.log.warn(
-                "refused visitor {visitor} on port {port}: {limit} visitors already wait for the client",
-                visitor=address, port=self.port, limit=limit,
-            )
-            visitor.transport.loseConnection()
+        server = self.server
+        server.metrics.connections_incoming.inc()
+        verdict = self.pending.admit(visitor, visitor.source)
+        if not verdict.admitted:
+            server.turned_away.count(verdict.reason, f"port {self.port}")
+            visitor.transport.abortConnection()
             return
-        self.pending.add(visitor)
-        visitor.id = self.server.pending.add(visitor)
+        if verdict.shed is not None:
+            verdict.shed.shed()
+        # The client will open a data connection for this visitor: its
+        # address is owed a handshake slot for it (see ServerFactory.owed).
+        server.awaited[self.source] += 1
+        visitor.waiting = True
+        visitor.id = server.pending.add(visitor)
+        address = _address(visitor.transport.getPeer())
         self.log.info(
             "visitor {visitor} connected to port {port}, announced as {id}",
             visitor=address, port=self.port, id=str(visitor.id),
         )
         self.control.send(Connection(visitor.id))
+
+    def stop_waiting(self, visitor: VisitorProtocol) -> None:
+        """``visitor`` is no longer waiting for the client (claimed, expired, gone or shed)."""
+        if visitor.waiting:
+            visitor.waiting = False
+            self.pending.release(visitor)
+            awaited = self.server.awaited
+            awaited[self.source] -= 1
+            if not awaited[self.source]:
+                del awaited[self.source]
 
     def close(self) -> Deferred:
         if self.heartbeat.running:
@@ -156,11 +189,14 @@ class Tunnel:
         return self.listening.stopListening()
 
 
+@implementer(IHandshakeListener)
 class ServerProtocol(FrameProtocol):
     """A connection to the control port.
 
     Its first message decides what it is: ``Hello`` makes it a tunnel's
     control connection, ``Accept`` a data connection spliced to a visitor.
+    Until then it holds a slot of the server's admission table
+    (:mod:`spore.admission`), and tells it of each step it gets through.
     """
 
     log = Logger()
@@ -183,20 +219,21 @@ class ServerProtocol(FrameProtocol):
         peer = self.transport.getPeer()
         return peer_key(peer) or str(peer)
 
+    @property
+    def source(self) -> str:
+        """The client's address, keyed as the admission tables key it."""
+        return _source(self.transport.getPeer())
+
     def connectionMade(self) -> None:
         server = self.server
-        # A tunnel's owner is let in past the cap: its data connections must
-        # get through a flood of strangers.
-        if server.handshakes >= server.settings.max_handshakes and not server.tunnels_per_host[self.host]:
-            self.log.info(
-                "refused {client}: {limit} connections are already in their handshake",
-                client=self.client, limit=server.settings.max_handshakes,
-            )
-            server.metrics.refuse("handshake_cap")
+        verdict = server.admission.admit(self, self.source)
+        if not verdict.admitted:
+            server.turned_away.count(verdict.reason, "control port")
             self.state = "closed"
-            self.transport.loseConnection()
+            self.transport.abortConnection()
             return
-        server.handshakes += 1
+        if verdict.shed is not None:
+            verdict.shed.shed()
         if server.settings.secrets:
             self.challenge = uuid.uuid4()
             self.send(Challenge(self.challenge))
@@ -212,6 +249,7 @@ class ServerProtocol(FrameProtocol):
                     self.log.warn("authentication failed for {client}: invalid secret", client=self.client)
                     return self._auth_failed("invalid secret")
                 self.state = "waiting"
+                self.server.admission.progressed(self)
                 self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
             case "challenged", _:
                 self.log.warn("authentication failed for {client}: no secret given", client=self.client)
@@ -227,9 +265,24 @@ class ServerProtocol(FrameProtocol):
             case _:
                 self.fail("unexpected message")
 
+    def handshakeCompleted(self) -> None:
+        """The TLS handshake is done: a step forward."""
+        self.server.admission.progressed(self)
+
+    def shed(self) -> None:
+        """Close this connection, stalled in its handshake, to make room for a newcomer."""
+        self.server.turned_away.count("stalled_handshake", "control port")
+        self.state = "closed"
+        self.cancel_deadline()
+        self.transport.abortConnection()
+
     def _end_handshake(self, state: str) -> None:
-        if self.state in ("challenged", "waiting"):
-            self.server.handshakes -= 1
+        # A connection that failed keeps its slot until it is gone (it still
+        # holds a socket), but is the first to be shed.
+        if state == "closed" and self in self.server.admission:
+            self.server.admission.stalled(self)
+        else:
+            self.server.admission.release(self)
         self.cancel_deadline()
         self.state = state
 
@@ -330,6 +383,7 @@ class ServerProtocol(FrameProtocol):
             self.server.tunnels_per_host[self.host] -= 1
 
     def connectionLost(self, reason) -> None:
+        self.server.admission.release(self)
         self._end_handshake("closed")
         self._close_tunnel()
         FrameProtocol.connectionLost(self, reason)
@@ -351,24 +405,33 @@ class ServerFactory(Factory):
         rng: random.Random | None = None,
         guard_public: Callable[[Factory], Factory] = lambda factory: factory,
         metrics: ServerMetrics | None = None,
+        turned_away: TurnedAway | None = None,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
         self.clock = reactor
         self.rng = rng or random.SystemRandom()
         self.guard_public = guard_public  # the policies that admit visitors
+        self.metrics = metrics or ServerMetrics()
         self.pending: PendingVisitors[VisitorProtocol] = PendingVisitors(reactor, settings.pending_timeout)
-        self.handshakes = 0  # connections not yet past their first message
+        # Control connections not yet past their first message.
+        capacity = settings.max_handshakes
+        self.admission: Admission[ServerProtocol] = Admission(capacity, share_of(capacity), allowance=self.owed)
+        self.awaited: Counter[str] = Counter()  # visitors announced to each source's tunnels, not yet claimed
+        self.turned_away = turned_away or TurnedAway(reactor, self.metrics)
         self.tunnels_per_host: Counter[str] = Counter()
         self.tunnels: set[Tunnel] = set()
         self.forwarding: set[VisitorProtocol] = set()  # claimed visitors still connected
-        self.metrics = metrics or ServerMetrics()
         self.metrics.watch(
             tunnels=lambda: len(self.tunnels), pending=lambda: len(self.pending), forwarding=lambda: len(self.forwarding)
         )
 
     def buildProtocol(self, addr) -> ServerProtocol:
         return ServerProtocol(self)
+
+    def owed(self, source: str) -> int:
+        """Handshake slots ``source`` may hold beyond its share: one per data connection its tunnels were asked for."""
+        return self.awaited.get(source, 0)
 
     async def drain(self, timeout: float) -> None:
         """Shut down gently: close every tunnel and waiting visitor, and give forwarded ones ``timeout`` seconds."""
@@ -388,6 +451,7 @@ class ServerFactory(Factory):
                 visitor.transport.abortConnection()
                 if visitor.peer is not None:
                     visitor.peer.transport.abortConnection()
+        self.turned_away.stop()
 
     async def listen_public(self, port: int, visitors: VisitorFactory) -> IListeningPort:
         """Open a public port for a tunnel, as bore would (same errors)."""

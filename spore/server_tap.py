@@ -26,6 +26,7 @@ from spore.metrics import ServerMetrics, metrics_site
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
 from spore.server import BACKLOG, ServerFactory
 from spore.settings import DEFAULT_CONTROL_PORT, ServerSettings
+from spore.shedding import TurnedAway
 
 
 class Options(check.SporeOptions):
@@ -224,18 +225,21 @@ class ServerService(MultiService):
 class _Guard:
     """Puts a factory behind the address rules and the per-address limit, where set."""
 
-    def __init__(self, options: Options, metrics: ServerMetrics) -> None:
+    def __init__(self, options: Options, turned_away: TurnedAway) -> None:
         self.rules = options.rules
-        self.on_address_refused = lambda: metrics.refuse("address")
-        self.limit = options.max_conns_per_ip and PeerLimit(
-            options.max_conns_per_ip, on_refused=lambda: metrics.refuse("per_ip_limit")
-        )
+        self.limit = options.max_conns_per_ip and PeerLimit(options.max_conns_per_ip)
+        self.turned_away = turned_away
 
-    def __call__(self, factory: Factory, exempt: Callable[[str], bool] = lambda host: False) -> Factory:
+    def __call__(
+        self, factory: Factory, where: str = "public ports", exempt: Callable[[str], bool] = lambda host: False
+    ) -> Factory:
+        def refused(reason: str) -> Callable[[], None]:
+            return lambda: self.turned_away.count(reason, where)
+
         if self.limit:
-            factory = LimitPerPeer(factory, self.limit, exempt)
+            factory = LimitPerPeer(factory, self.limit, exempt, on_refused=refused("per_ip_limit"))
         if self.rules.restricts:
-            factory = AddressFilter(factory, self.rules, self.on_address_refused)
+            factory = AddressFilter(factory, self.rules, on_refused=refused("address"))
         return factory
 
 
@@ -252,12 +256,13 @@ def makeService(options: Options) -> ServerService:
     from twisted.internet import reactor
 
     metrics = ServerMetrics()
-    guard = _Guard(options, metrics)
-    factory = ServerFactory(options.settings, reactor, guard_public=guard, metrics=metrics)
+    turned_away = TurnedAway(reactor, metrics)
+    guard = _Guard(options, turned_away)
+    factory = ServerFactory(options.settings, reactor, guard_public=guard, metrics=metrics, turned_away=turned_away)
     served = factory if options.tls_options is None else tls.wrap_server_factory(factory, options.tls_options)
     # A tunnel's owner may exceed its budget on the control port: its data
     # connections count only until they claim their visitors.
-    guarded = guard(served, exempt=lambda host: factory.tunnels_per_host[host] > 0)
+    guarded = guard(served, "control port", exempt=lambda host: factory.tunnels_per_host[host] > 0)
     service = ServerService(factory, options.settings.drain_timeout)
     _listening(options.listen, guarded, "--listen", "server", reactor).setServiceParent(service)
     if options.metrics_listen:

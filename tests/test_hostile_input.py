@@ -71,6 +71,6 @@ def test_any_byte_stream_gets_valid_frames_or_a_close(pieces, data, secret, half
         assert isinstance(answers[-1], Error) and transport.disconnecting
 
     protocol.connectionLost(Failure(ConnectionDone()))
-    assert server.handshakes == 0
+    assert len(server.admission) == 0
     assert sum(server.tunnels_per_host.values()) == 0
     assert reactor.listening == {}

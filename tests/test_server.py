@@ -194,18 +194,38 @@ def test_a_message_after_hello_closes_the_tunnel():
     assert frames(transport.value())[-1] == encode_error("unexpected message")
 
 
-def test_visitors_beyond_the_pending_limit_are_closed_at_once():
-    server, reactor = make_server(max_pending_per_tunnel=2)
+def test_one_source_holds_at_most_an_eighth_of_a_tunnels_pending_visitors():
+    server, reactor = make_server(max_pending_per_tunnel=16)
     _, control = open_tunnel(server)
-    waiting = [reactor.visit(20050)[1] for _ in range(2)]
-    _, third = reactor.visit(20050)
+    waiting = [reactor.visit(20050, "127.0.0.2")[1] for _ in range(2)]
+    _, third = reactor.visit(20050, "127.0.0.2")
     assert third.disconnecting and not any(t.disconnecting for t in waiting)
     assert len(announced_ids(control)) == 2
+    assert not reactor.visit(20050, "127.0.0.3")[1].disconnecting
 
     # Once one is claimed, there is room again.
     connect(server)[0].dataReceived(encode(Accept(announced_ids(control)[0])))
-    _, fourth = reactor.visit(20050)
-    assert not fourth.disconnecting
+    assert not reactor.visit(20050, "127.0.0.2")[1].disconnecting
+
+
+def test_a_full_pending_table_sheds_the_oldest_visitor_of_the_busiest_source():
+    server, reactor = make_server(max_pending_per_tunnel=16)
+    open_tunnel(server)
+    # Eight sources fill it, two visitors each; the ninth's visitor gets in.
+    visitors = {f"127.0.0.{n}": [reactor.visit(20050, f"127.0.0.{n}")[1] for _ in range(2)] for n in range(2, 10)}
+    newcomer = reactor.visit(20050, "127.0.0.100")[1]
+    assert not newcomer.disconnecting
+    shed = [t for ts in visitors.values() for t in ts if t.disconnecting]
+    assert shed == [visitors["127.0.0.2"][0]]  # the oldest of those holding the most
+    assert len(server.pending) == 16
+    # A source already holding the most of a full table gets no more.
+    assert reactor.visit(20050, "127.0.0.3")[1].disconnecting
+    assert server.metrics.registry.get_sample_value(
+        "spore_connections_shed_total", {"reason": "oldest_visitor"}
+    ) == 1
+    assert server.metrics.registry.get_sample_value(
+        "spore_connections_refused_total", {"reason": "source_share"}
+    ) == 1
 
 
 def test_an_expired_or_departed_visitor_frees_its_pending_place():
@@ -233,18 +253,71 @@ def test_tunnels_per_address_are_limited():
     open_tunnel(server, 20003)
 
 
-def test_connections_beyond_the_handshake_limit_are_closed_without_a_byte():
-    server, reactor = make_server(max_handshakes=2, secrets=("s3cret",))
-    waiting = [connect(server) for _ in range(2)]
-    _, refused = connect(server)
+def test_one_source_holds_at_most_an_eighth_of_the_handshake_slots():
+    server, reactor = make_server(max_handshakes=16, secrets=("s3cret",))
+    waiting = [connect(server, "127.0.0.2") for _ in range(2)]
+    _, refused = connect(server, "127.0.0.2")
     assert refused.disconnecting and refused.value() == b""
-    # A connection past its handshake no longer counts; one that left neither.
+    assert not connect(server, "127.0.0.3")[1].disconnecting
+    # A connection past its handshake no longer counts; one that failed
+    # counts until it is gone.
     waiting[0][0].dataReceived(b"garbage\0")
+    assert connect(server, "127.0.0.2")[1].disconnecting
     waiting[0][0].connectionLost(None)
-    assert not connect(server)[1].disconnecting
-    assert server.handshakes == 2
+    assert not connect(server, "127.0.0.2")[1].disconnecting
+    assert len(server.admission) == 3
     reactor.advance(3)
-    assert server.handshakes == 0
+    for protocol, transport in waiting[1:]:
+        assert transport.disconnecting
+        protocol.connectionLost(None)
+    assert server.admission.held_by("127.0.0.2") == 1  # the last one, not yet timed out
+
+
+def test_an_ipv6_source_is_its_64():
+    server, reactor = make_server(max_handshakes=16, secrets=("s3cret",))
+    admitted = [connect(server, f"2001:db8::{n}")[1] for n in range(1, 3)]
+    assert not any(t.disconnecting for t in admitted)
+    assert connect(server, "2001:db8::ffff:1")[1].disconnecting
+    assert not connect(server, "2001:db8:0:1::1")[1].disconnecting
+
+
+def challenge_of(transport) -> uuid.UUID:
+    return uuid.UUID(frames(transport.value())[0][14:-3].decode())
+
+
+def test_a_full_control_port_sheds_a_stalled_handshake_not_an_advancing_one():
+    server, reactor = make_server(max_handshakes=16, secrets=("s3cret",))
+    # The first to arrive authenticates: it is advancing, and is kept.
+    advancing, advancing_transport = connect(server, "127.0.0.2")
+    stalled = [connect(server, "127.0.0.2")[1]]
+    stalled += [connect(server, f"127.0.0.{n}")[1] for n in range(3, 10) for _ in range(2)]
+    advancing.dataReceived(encode(Authenticate(auth.answer("s3cret", challenge_of(advancing_transport)))))
+    assert len(server.admission) == 16
+
+    newcomers = [connect(server, f"127.0.1.{n}")[1] for n in range(1, 9)]
+    assert not any(t.disconnecting for t in newcomers)
+    assert not advancing_transport.disconnecting
+    # Each newcomer shed one of the longest-stalled from a source holding two.
+    shed = [t for t in stalled if t.disconnecting]
+    assert shed == [stalled[0]] + stalled[1:15:2]
+    assert server.metrics.registry.get_sample_value(
+        "spore_connections_shed_total", {"reason": "stalled_handshake"}
+    ) == 8
+
+
+def test_a_tunnel_owner_is_owed_a_slot_for_each_visitor_it_was_told_of():
+    server, reactor = make_server(max_handshakes=16, max_pending_per_tunnel=128)
+    _, control = open_tunnel(server)
+    for n in range(4):
+        reactor.visit(20050, f"127.0.0.{n + 2}")
+    # Its share (2) and then one slot more per announced visitor, up to as many again.
+    data = [connect(server) for _ in range(4)]
+    assert not any(t.disconnecting for _, t in data)
+    assert connect(server)[1].disconnecting
+    # Claiming its visitors, the data connections leave the table.
+    for (protocol, _), id in zip(data, announced_ids(control)):
+        protocol.dataReceived(encode(Accept(id)))
+    assert len(server.admission) == 0 and server.owed("127.0.0.1") == 0
 
 
 def test_a_failed_connection_that_cannot_flush_is_aborted():
