@@ -10,15 +10,18 @@ that a flood sheds its own.
   is owed (a tunnel's owner is owed a data connection for each visitor it
   was told of and has not claimed yet).  A newcomer past that is refused.
 - When every slot is taken, the newcomer sheds a connection of the source
-  that holds the most slots beyond its allowance; of that source's
-  connections, the one that has gone longest without progress.  Only the
+  that weighs the most (by default: holds the most slots beyond its
+  allowance); of that source's connections, the one that has gone longest
+  without progress.  Only the
   ``SCAN`` longest-stalled connections are looked at, so that admitting
   costs the same in any flood.  If the newcomer's own source would hold the
   most, the newcomer is refused instead.
 
 Connections are kept in the order of their last progress (arrival counts as
 progress), so "longest without progress" is the front of the table and no
-clock is needed here.  Pure logic: nothing here knows of Twisted.
+clock is needed here.  A connection can be ``kept``: it holds its slot but
+is never shed (a visitor its client was told of, whose data connection is on
+its way).  Pure logic: nothing here knows of Twisted.
 """
 
 from __future__ import annotations
@@ -57,24 +60,32 @@ class Verdict(Generic[C]):
 class Admission(Generic[C]):
     """A table of at most ``capacity`` connections, fair between their sources."""
 
-    def __init__(self, capacity: int, share: int, allowance: Callable[[str], int] = lambda source: 0) -> None:
+    def __init__(
+        self,
+        capacity: int,
+        share: int,
+        allowance: Callable[[str], int] = lambda source: 0,
+        weight: Callable[[str], int] | None = None,
+    ) -> None:
         if capacity < 1 or share < 1:
             raise ValueError("a table needs room for at least one connection, and each source for one")
         self.capacity = capacity
         self.share = share
         self._allowance = allowance
+        self._weight = weight or self._beyond_allowance
         self._order: OrderedDict[C, str] = OrderedDict()  # each connection's source, longest-stalled first
+        self._kept: dict[C, str] = {}  # those never to be shed, and their sources
         self._held: dict[str, int] = {}
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self._order) + len(self._kept)
 
     def __contains__(self, connection: object) -> bool:
-        return connection in self._order
+        return connection in self._order or connection in self._kept
 
     def __iter__(self):
-        """The connections held now, longest-stalled first (a copy: the caller may release them meanwhile)."""
-        return iter(list(self._order))
+        """The connections held now, the kept ones last (a copy: the caller may release them meanwhile)."""
+        return iter([*self._order, *self._kept])
 
     def held_by(self, source: str) -> int:
         """How many slots ``source`` holds now."""
@@ -87,9 +98,9 @@ class Admission(Generic[C]):
         if held >= self.share + owed:
             return Verdict(False, reason=SOURCE_SHARE)
         shed = None
-        if len(self._order) >= self.capacity:
-            shed, its_excess = self._victim()
-            if held + 1 - owed > its_excess:
+        if len(self) >= self.capacity:
+            shed, heaviest = self._victim()
+            if shed is None or self._weight(source) + 1 > heaviest:
                 return Verdict(False, reason=BUSIEST)
             self.release(shed)
         self._order[connection] = source
@@ -101,6 +112,12 @@ class Admission(Generic[C]):
         if connection in self._order:
             self._order.move_to_end(connection)
 
+    def keep(self, connection: C) -> None:
+        """Never shed ``connection``: it holds its slot until released."""
+        source = self._order.pop(connection, None)
+        if source is not None:
+            self._kept[connection] = source
+
     def stalled(self, connection: C) -> None:
         """``connection`` will get no further (it failed and is closing): it is the first to be shed now."""
         if connection in self._order:
@@ -108,7 +125,7 @@ class Admission(Generic[C]):
 
     def release(self, connection: C) -> None:
         """``connection`` no longer holds a slot (it is through, or gone); a no-op if it held none."""
-        source = self._order.pop(connection, None)
+        source = self._order.pop(connection, None) or self._kept.pop(connection, None)
         if source is None:
             return
         held = self._held[source] - 1
@@ -117,11 +134,14 @@ class Admission(Generic[C]):
         else:
             del self._held[source]  # so that the table holds only the sources connected now
 
+    def _beyond_allowance(self, source: str) -> int:
+        return self._held.get(source, 0) - min(self._allowance(source), self.share)
+
     def _victim(self) -> tuple[C, int]:
-        """The connection to shed, and its source's slots beyond its allowance."""
+        """The connection to shed, and its source's weight."""
         victim, most = None, None
         for connection, source in islice(self._order.items(), SCAN):
-            excess = self._held[source] - min(self._allowance(source), self.share)
-            if most is None or excess > most:
-                victim, most = connection, excess
+            weight = self._weight(source)
+            if most is None or weight > most:
+                victim, most = connection, weight
         return victim, most

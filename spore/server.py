@@ -19,8 +19,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from spore import auth
+from spore.accepting import bound_accepts
 from spore.access import peer_key, source_key
 from spore.admission import Admission, share_of
+from spore.announcing import Announcements
 from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
 from spore.messages import (
     Accept,
@@ -45,6 +47,11 @@ RANDOM_PORT_TRIES = 150
 BACKLOG = 1024
 """Connections the kernel may queue on a listening port (Twisted's default of 50
 drops a burst's SYNs, and each dropped one waits a second to be sent again)."""
+
+
+def announced_at_once(max_pending: int) -> int:
+    """How many of a tunnel's visitors its client is told of before it claims any: half as many as may wait."""
+    return max(1, max_pending // 2)
 
 
 class TunnelError(Exception):
@@ -74,6 +81,7 @@ class VisitorProtocol(SpliceProtocol):
         self.metrics = tunnel.server.metrics
         self.id: uuid.UUID | None = None
         self.waiting = False  # for a client to claim it
+        self.announced = False  # the client was told of it
         self.arrived = tunnel.server.clock.seconds()
 
     def connectionMade(self) -> None:
@@ -105,13 +113,14 @@ class VisitorProtocol(SpliceProtocol):
         """Close this unclaimed visitor to make room for a newcomer."""
         self.tunnel.stop_waiting(self)
         self.tunnel.server.pending.discard(self.id)
-        self.tunnel.server.turned_away.count("oldest_visitor", f"port {self.tunnel.port}")
+        self.tunnel.server.turned_away.shed("oldest_visitor", f"port {self.tunnel.port}")
         self.transport.abortConnection()
 
     def connectionLost(self, reason) -> None:
         if self.waiting:
             self.tunnel.stop_waiting(self)
             self.tunnel.server.pending.discard(self.id)
+        self.tunnel.visitor_left(self)
         self.tunnel.server.forwarding.discard(self)
         SpliceProtocol.connectionLost(self, reason)
 
@@ -142,10 +151,14 @@ class Tunnel:
         self.heartbeat = LoopingCall(control.send, Heartbeat())
         self.heartbeat.clock = self.server.clock
         self.source = control.source
-        # Unclaimed visitors, oldest first: a full table sheds the oldest of
-        # the busiest source, so a flood of visitors displaces its own.
+        # Visitors connected now, from each source: who has the most is shed
+        # first and announced last, so a flood of visitors displaces its own.
+        self.open_from: Counter[str] = Counter()
         limit = self.server.settings.max_pending_per_tunnel
-        self.pending: Admission[VisitorProtocol] = Admission(limit, share_of(limit))
+        self.pending: Admission[VisitorProtocol] = Admission(limit, share_of(limit), weight=self.open_from.__getitem__)
+        self.announcements: Announcements[VisitorProtocol] = Announcements(
+            announced_at_once(limit), self.open_from.__getitem__
+        )
 
     def start(self) -> None:
         self.control.send(Hello(self.port))
@@ -155,33 +168,52 @@ class Tunnel:
         server = self.server
         server.metrics.connections_incoming.inc()
         verdict = self.pending.admit(visitor, visitor.source)
+        self.open_from[visitor.source] += 1  # until it is gone, whatever the verdict
         if not verdict.admitted:
-            server.turned_away.count(verdict.reason, f"port {self.port}")
+            server.turned_away.refused(verdict.reason, f"port {self.port}")
             visitor.transport.abortConnection()
             return
         if verdict.shed is not None:
             verdict.shed.shed()
-        # The client will open a data connection for this visitor: its
-        # address is owed a handshake slot for it (see ServerFactory.owed).
-        server.awaited[self.source] += 1
         visitor.waiting = True
         visitor.id = server.pending.add(visitor)
-        address = _address(visitor.transport.getPeer())
         self.log.info(
-            "visitor {visitor} connected to port {port}, announced as {id}",
-            visitor=address, port=self.port, id=str(visitor.id),
+            "visitor {visitor} connected to port {port} as {id}",
+            visitor=_address(visitor.transport.getPeer()), port=self.port, id=str(visitor.id),
         )
+        if self.announcements.arrived(visitor, visitor.source):
+            self._announce(visitor)
+
+    def visitor_left(self, visitor: VisitorProtocol) -> None:
+        open_from = self.open_from
+        open_from[visitor.source] -= 1
+        if not open_from[visitor.source]:
+            del open_from[visitor.source]  # so that it holds only the sources connected now
+
+    def _announce(self, visitor: VisitorProtocol) -> None:
+        visitor.announced = True
+        # The client will open a data connection for this visitor: its
+        # address is owed a handshake slot for it (see ServerFactory.owed).
+        self.server.awaited[self.source] += 1
+        # Its data connection is on its way: shedding it now would only make
+        # the client dial in vain, and tell it of another.
+        self.pending.keep(visitor)
         self.control.send(Connection(visitor.id))
 
     def stop_waiting(self, visitor: VisitorProtocol) -> None:
         """``visitor`` is no longer waiting for the client (claimed, expired, gone or shed)."""
-        if visitor.waiting:
-            visitor.waiting = False
-            self.pending.release(visitor)
+        if not visitor.waiting:
+            return
+        visitor.waiting = False
+        self.pending.release(visitor)
+        if visitor.announced:
             awaited = self.server.awaited
             awaited[self.source] -= 1
             if not awaited[self.source]:
                 del awaited[self.source]
+        following = self.announcements.left(visitor)
+        if following is not None:
+            self._announce(following)
 
     def close(self) -> Deferred:
         if self.heartbeat.running:
@@ -228,7 +260,7 @@ class ServerProtocol(FrameProtocol):
         server = self.server
         verdict = server.admission.admit(self, self.source)
         if not verdict.admitted:
-            server.turned_away.count(verdict.reason, "control port")
+            server.turned_away.refused(verdict.reason, "control port")
             self.state = "closed"
             self.transport.abortConnection()
             return
@@ -246,14 +278,12 @@ class ServerProtocol(FrameProtocol):
         match self.state, message:
             case "challenged", Authenticate(tag):
                 if not auth.verify(self.server.settings.secrets, self.challenge, tag):
-                    self.log.warn("authentication failed for {client}: invalid secret", client=self.client)
-                    return self._auth_failed("invalid secret")
+                    return self._auth_failed("invalid secret", "invalid secret")
                 self.state = "waiting"
                 self.server.admission.progressed(self)
                 self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
             case "challenged", _:
-                self.log.warn("authentication failed for {client}: no secret given", client=self.client)
-                self._auth_failed("server requires secret, but no secret was provided")
+                self._auth_failed("no secret given", "server requires secret, but no secret was provided")
             case "waiting", Hello(port):
                 self._end_handshake("opening")
                 ensureDeferred(self._open_tunnel(port)).addErrback(self._internal_error, "opening a tunnel")
@@ -271,7 +301,7 @@ class ServerProtocol(FrameProtocol):
 
     def shed(self) -> None:
         """Close this connection, stalled in its handshake, to make room for a newcomer."""
-        self.server.turned_away.count("stalled_handshake", "control port")
+        self.server.turned_away.shed("stalled_handshake", "control port")
         self.state = "closed"
         self.cancel_deadline()
         self.transport.abortConnection()
@@ -286,15 +316,20 @@ class ServerProtocol(FrameProtocol):
         self.cancel_deadline()
         self.state = state
 
-    def _auth_failed(self, why: str) -> None:
+    def _auth_failed(self, what: str, why: str) -> None:
         self.server.metrics.auth_failures.inc()
-        self.server.metrics.control("auth_failed")
+        self._failed(
+            "auth_failed", lambda: self.log.warn("authentication failed for {client}: {what}", client=self.client, what=what)
+        )
         self.fail(why)
 
     def protocolError(self, why: str) -> None:
-        self.log.info("closing {client}: {why}", client=self.client, why=why)
-        self.server.metrics.control("protocol_error")
+        self._failed("protocol_error", lambda: self.log.info("closing {client}: {why}", client=self.client, why=why))
         self.fail(why)
+
+    def _failed(self, outcome: str, say: Callable[[], object]) -> None:
+        self.server.metrics.control(outcome)
+        self.server.turned_away.failed(outcome, "control port", say)
 
     def fail(self, why: str) -> None:
         """Tell the client why, then close."""
@@ -311,8 +346,7 @@ class ServerProtocol(FrameProtocol):
         self.fail("internal server error")
 
     def _timed_out(self) -> None:
-        self.log.info("closing {client}: {why}", client=self.client, why=TIMED_OUT)
-        self.server.metrics.control("timeout")
+        self._failed("timeout", lambda: self.log.info("closing {client}: {why}", client=self.client, why=TIMED_OUT))
         self.fail(TIMED_OUT)
 
     async def _open_tunnel(self, port: int) -> None:
@@ -482,4 +516,5 @@ class ServerFactory(Factory):
             raise TunnelError("failed to bind to port") from e
         # Accepted sockets inherit the listening socket's buffer sizes.
         set_buffers(listening, self.settings.sndbuf, self.settings.recbuf)
+        bound_accepts(listening)
         return listening

@@ -20,6 +20,7 @@ from zope.interface import implementer
 
 from spore import options as check
 from spore import tls
+from spore.accepting import bound_accepts
 from spore.access import AccessRules
 from spore.limits import announce_open_file_limit
 from spore.metrics import ServerMetrics, metrics_site
@@ -97,7 +98,7 @@ class Options(check.SporeOptions):
                 f"{self.label('min-port')} ({min_port}) is greater than {self.label('max-port')} ({max_port})"
             )
         bind_addr = self.ip_address("bind-addr")
-        self.listen = self["listen"] or (
+        self.listen = _with_backlog(self["listen"]) if self["listen"] else (
             f"tcp:{self.port('control-port')}:interface={quoteStringArgument(bind_addr)}:backlog={BACKLOG}"
         )
         self.settings = ServerSettings(
@@ -152,9 +153,21 @@ class Options(check.SporeOptions):
         return tuple(dict.fromkeys(s for s in secrets if s))
 
 
+def _with_backlog(description: str) -> str:
+    """An endpoint string that queues BACKLOG connections, unless it says how many itself.
+
+    Twisted's default of 50 overflows in a flood, and a good client's SYN
+    dropped from a full queue waits a second or more to be sent again.
+    """
+    kind = description.partition(":")[0].lower()
+    if kind in ("tcp", "tcp6", "ssl", "unix") and "backlog=" not in description:
+        return f"{description}:backlog={BACKLOG}"
+    return description
+
+
 @implementer(IStreamServerEndpoint)
 class _Announcing:
-    """An endpoint that logs where it listens once it does."""
+    """An endpoint that logs where it listens once it does, and accepts a few at a time (spore.accepting)."""
 
     log = Logger()
 
@@ -166,6 +179,7 @@ class _Announcing:
         return self.endpoint.listen(factory).addCallback(self._listening)
 
     def _listening(self, port):
+        bound_accepts(port)
         address = port.getHost()
         self.log.info(
             "{what} listening on {address}", what=self.what, address=f"{address.host}:{address.port}"
@@ -234,7 +248,7 @@ class _Guard:
         self, factory: Factory, where: str = "public ports", exempt: Callable[[str], bool] = lambda host: False
     ) -> Factory:
         def refused(reason: str) -> Callable[[], None]:
-            return lambda: self.turned_away.count(reason, where)
+            return lambda: self.turned_away.refused(reason, where)
 
         if self.limit:
             factory = LimitPerPeer(factory, self.limit, exempt, on_refused=refused("per_ip_limit"))

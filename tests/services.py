@@ -59,6 +59,16 @@ def echo(conn: socket.socket) -> None:
     conn.shutdown(socket.SHUT_WR)
 
 
+def echo_until_idle(conn: socket.socket, idle: float = 0.2) -> None:
+    """Echo, and close once the peer has sent nothing for ``idle`` seconds (as servers drop idle clients)."""
+    conn.settimeout(idle)
+    try:
+        while data := conn.recv(65536):
+            conn.sendall(data)
+    except TimeoutError:
+        pass
+
+
 REPLY_SIZE = 1 << 20
 
 

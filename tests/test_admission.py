@@ -8,7 +8,7 @@ from twisted.logger import LogLevel, capturedLogs
 
 from spore.admission import BUSIEST, SCAN, SOURCE_SHARE, Admission, share_of
 from spore.metrics import ServerMetrics
-from spore.shedding import SUMMARY_EVERY, TurnedAway
+from spore.shedding import LOUD, SUMMARY_EVERY, TurnedAway
 
 
 def fill(table: Admission, sources: dict[str, int]) -> list[tuple[str, int]]:
@@ -131,8 +131,8 @@ def test_what_was_turned_away_is_counted_at_once_and_summed_up_in_one_line():
     turned_away = TurnedAway(clock, metrics)
     with capturedLogs() as events:
         for _ in range(300):
-            turned_away.count("stalled_handshake", "control port")
-        turned_away.count("source_share", "port 20345")
+            turned_away.shed("stalled_handshake", "control port")
+        turned_away.refused("source_share", "port 20345")
         assert metrics.registry.get_sample_value("spore_connections_shed_total", {"reason": "stalled_handshake"}) == 300
         assert metrics.registry.get_sample_value("spore_connections_refused_total", {"reason": "source_share"}) == 1
         assert events == []
@@ -149,7 +149,39 @@ def test_what_was_turned_away_is_counted_at_once_and_summed_up_in_one_line():
 def test_stopping_says_what_is_left_at_once():
     clock = Clock()
     turned_away = TurnedAway(clock, ServerMetrics())
-    turned_away.count("address", "control port")
+    turned_away.refused("address", "control port")
     with capturedLogs() as events:
         turned_away.stop()
     assert [e["total"] for e in events] == [1] and clock.getDelayedCalls() == []
+
+
+def test_failed_handshakes_are_logged_one_by_one_only_for_the_first_few():
+    clock = Clock()
+    turned_away = TurnedAway(clock, ServerMetrics())
+    said = []
+    with capturedLogs() as events:
+        for n in range(LOUD + 3):
+            turned_away.failed("timeout", "control port", lambda n=n: said.append(n))
+        assert said == list(range(LOUD)) and events == []
+        clock.advance(SUMMARY_EVERY)
+        (summary,) = events
+        assert summary["counts"] == {"control port/timeout": 3}
+        # A new period: the next few are logged again, and all of them were.
+        turned_away.failed("timeout", "control port", lambda: said.append("again"))
+        clock.advance(SUMMARY_EVERY)
+    assert said[-1] == "again" and len(events) == 1
+
+
+def test_a_kept_connection_holds_its_slot_and_is_never_shed():
+    table = Admission(3, 3)
+    fill(table, {"a": 3})
+    table.keep(("a", 0))
+    table.keep(("a", 1))
+    assert table.admit("b", "b").shed == ("a", 2)
+    assert table.admit("c", "c").shed == "b"
+    table.keep("c")
+    # Nothing left to shed: the newcomer is refused.
+    assert table.admit("d", "d").reason == BUSIEST
+    assert list(table) == [("a", 0), ("a", 1), "c"]
+    table.release(("a", 0))
+    assert len(table) == 2 and table.held_by("a") == 1

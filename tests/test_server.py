@@ -216,7 +216,8 @@ def test_a_full_pending_table_sheds_the_oldest_visitor_of_the_busiest_source():
     newcomer = reactor.visit(20050, "127.0.0.100")[1]
     assert not newcomer.disconnecting
     shed = [t for ts in visitors.values() for t in ts if t.disconnecting]
-    assert shed == [visitors["127.0.0.2"][0]]  # the oldest of those holding the most
+    # The oldest of those holding the most, among those its client was not told of yet.
+    assert shed == [visitors["127.0.0.6"][0]]
     assert len(server.pending) == 16
     # A source already holding the most of a full table gets no more.
     assert reactor.visit(20050, "127.0.0.3")[1].disconnecting
@@ -350,3 +351,33 @@ def test_a_client_that_trickles_a_byte_a_second_is_closed_at_three_seconds():
         reactor.advance(1)
     assert transport.disconnecting and reactor.seconds() == 3
     assert frames(transport.value())[-1] == encode_error("timed out waiting for initial message")
+
+
+def test_the_client_is_told_of_half_as_many_visitors_as_may_wait_and_of_the_rest_in_turn():
+    server, reactor = make_server(max_pending_per_tunnel=16)
+    _, control = open_tunnel(server)
+    flood = [reactor.visit(20050, f"127.0.0.{n}") for n in range(2, 10)]  # 8: the window is full
+    assert len(announced_ids(control)) == 8
+    # Two sources with more open, then one real visitor: it goes next.
+    held = [reactor.visit(20050, f"127.0.0.{n}") for n in (2, 3)]
+    real, _ = reactor.visit(20050, "127.0.0.100")
+    assert len(announced_ids(control)) == 8 and len(server.pending) == 11
+    connect(server)[0].dataReceived(encode(Accept(announced_ids(control)[0])))
+    assert announced_ids(control)[-1] == real.id
+    # A visitor that leaves before its turn is never announced.
+    held[1][0].connectionLost(None)
+    connect(server)[0].dataReceived(encode(Accept(announced_ids(control)[1])))
+    assert announced_ids(control)[-1] == held[0][0].id
+    assert held[1][0].id not in announced_ids(control)
+
+
+def test_a_full_pending_table_sheds_from_the_source_with_the_most_connections_open_on_the_tunnel():
+    server, reactor = make_server(max_pending_per_tunnel=16)
+    _, control = open_tunnel(server)
+    # 127.0.0.17 has a visitor being forwarded already, and one waiting.
+    forwarded, _ = reactor.visit(20050, "127.0.0.17")
+    connect(server)[0].dataReceived(encode(Accept(forwarded.id)))
+    waiting = {f"127.0.0.{n}": reactor.visit(20050, f"127.0.0.{n}")[1] for n in range(2, 18)}
+    assert len(server.pending) == 16
+    reactor.visit(20050, "127.0.0.100")
+    assert [source for source, t in waiting.items() if t.disconnecting] == ["127.0.0.17"]

@@ -1,0 +1,125 @@
+"""Floods, as an attacker would send them, against a real server: nobody else is locked out.
+
+Each flood holds its connections from one address or from 250 (127.0.0.2 and
+up) and reopens each as soon as the server closes it, for a few seconds at
+most (tests/flood.py).
+"""
+
+from __future__ import annotations
+
+import re
+import ssl
+import time
+
+import pytest
+
+from spore.shedding import LOUD
+from tests.flood import ConnectionFlood, sources, time_to_tunnel
+from tests.relay import SlowLink
+from tests.services import echo, echo_until_idle
+from tests.visitors import assert_echoes, exchange, memory
+
+SECRET = "s3cret"
+
+IN_TIME = 2.0
+"""Seconds a good client may take to open its tunnel during a flood."""
+
+FLOODER = re.compile(r"127\.0\.(0\.(?!1\b)|1\.)\d+")
+"""An address of the flood's (127.0.0.2 and up) in a log line."""
+
+SILENT, MID_FRAME = b"", b'{"Authenticate":"'
+
+MiB = 1 << 20
+
+
+def secret_args(secret: str | None) -> tuple[str, ...]:
+    return ("--secret", secret) if secret else ()
+
+
+def assert_opens_in_time(control_port: int, secret: str | None, times: int = 5, **kwargs) -> None:
+    """A bore client's handshake, ``times`` over, each done within IN_TIME."""
+    for _ in range(times):
+        took = time_to_tunnel(control_port, secret, **kwargs)
+        assert took < IN_TIME, f"the tunnel took {took:.2f} s to open"
+
+
+def wait_for_flood(flood: ConnectionFlood, closed: int, within: float = 5.0) -> None:
+    """Wait until the server has closed ``closed`` of the flood's connections: it is at work shedding."""
+    deadline = time.monotonic() + within
+    while flood.stats.closed_by_server < closed:
+        assert time.monotonic() < deadline, f"the flood never got going: {flood.stats}"
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize("secret", [None, SECRET], ids=["open", "secret"])
+def test_one_address_holding_1500_connections_does_not_keep_a_client_out(processes, echo_service, secret):
+    _, control_port = processes.server(*secret_args(secret))
+    with ConnectionFlood(control_port, ["127.0.0.2"], 1500) as flood:
+        # It holds an eighth of the 1024 slots; the rest of its connections are closed at once.
+        wait_for_flood(flood, 1500 - 128)
+        assert_opens_in_time(control_port, secret)
+        _, public_port = processes.local(echo_service.port, control_port, *secret_args(secret))
+        assert_echoes(public_port)
+
+
+@pytest.mark.parametrize("shape", [SILENT, MID_FRAME], ids=["silent", "mid-frame"])
+@pytest.mark.parametrize("secret", [None, SECRET], ids=["open", "secret"])
+def test_250_addresses_refreshing_their_connections_do_not_keep_anyone_out(processes, echo_service, secret, shape):
+    server, control_port = processes.server(*secret_args(secret))
+    _, existing_port = processes.local(echo_service.port, control_port, *secret_args(secret))
+    before = memory(server, "VmRSS")
+    lines_before = len(server.stderr.splitlines())
+    with ConnectionFlood(control_port, sources(250), 8, payload=shape) as flood:
+        wait_for_flood(flood, 3000)
+        # A new client gets in, and so do the existing tunnel's data connections.
+        assert_opens_in_time(control_port, secret)
+        _, public_port = processes.local(echo_service.port, control_port, *secret_args(secret))
+        for _ in range(5):
+            assert_echoes(public_port)
+            assert_echoes(existing_port)
+        during = memory(server, "VmRSS")
+        stats = flood.stop()
+    # Memory: what a full table costs, and most of it back once the flood is gone.
+    server.wait_for(r"turned away \d+ connections", stream="stderr")
+    after = memory(server, "VmRSS")
+    print(f"server RSS: {before / MiB:.1f} MiB before, {during / MiB:.1f} during, {after / MiB:.1f} after")
+    assert during - before < 16 * MiB and after - before < 8 * MiB
+    # Summed up, not a line per connection turned away.
+    assert stats.closed_by_server > 3000
+    flood_lines = [line for line in server.stderr.splitlines()[lines_before:] if FLOODER.search(line)]
+    assert len(flood_lines) <= 4 * LOUD, "\n".join(flood_lines)
+    assert_echoes(existing_port)
+
+
+def test_a_client_over_a_slow_link_with_tls_and_a_secret_gets_in_during_a_flood(processes, echo_service, pki):
+    certfile, keyfile = pki.server
+    server, control_port = processes.server("--tls", "--certfile", certfile, "--keyfile", keyfile, *secret_args(SECRET))
+    link = SlowLink(control_port, rtt=0.1)
+    tls = ssl.create_default_context(cafile=pki.ca)
+    try:
+        with ConnectionFlood(control_port, sources(250), 8) as flood:
+            wait_for_flood(flood, 3000)
+            # TCP, TLS and the challenge: three round trips, well within the time.
+            assert_opens_in_time(link.port, SECRET, tls=tls)
+            _, public_port = processes.local(
+                echo_service.port, link.port, "--tls", "--cacertfile", pki.ca, *secret_args(SECRET)
+            )
+            for _ in range(5):
+                assert_echoes(public_port)
+    finally:
+        link.close()
+
+
+@pytest.mark.parametrize("service", [echo, echo_until_idle], ids=["held", "dropped-when-idle"])
+def test_a_visitor_flood_on_one_tunnel_leaves_its_real_visitors_and_other_tunnels_served(
+    processes, start_service, service
+):
+    _, control_port = processes.server()
+    flooded_service, other_service = start_service(service), start_service(echo)
+    _, flooded_port = processes.local(flooded_service.port, control_port)
+    _, other_port = processes.local(other_service.port, control_port)
+    with ConnectionFlood(flooded_port, sources(250), 4) as flood:
+        wait_for_flood(flood, 1000)
+        for _ in range(5):
+            assert exchange(flooded_port, b"a real visitor") == b"a real visitor"
+            assert exchange(other_port, b"next door") == b"next door"
