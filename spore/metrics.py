@@ -57,6 +57,13 @@ class ServerMetrics:
             "spore_connections_shed", "Connections admitted, then closed to make room for newcomers",
             ["reason"], registry=r,
         )
+        self.tls_handshake_seconds = Counter(
+            "spore_tls_handshake_cpu_seconds", "CPU seconds the server spent in TLS handshakes", registry=r
+        )
+        self.tls_handshakes_delayed = Counter(
+            "spore_tls_handshakes_delayed", "TLS handshakes made to wait while handshakes took their share of CPU",
+            registry=r,
+        )
         self.control_connections = Counter(
             "spore_control_connections", "Control-port connections, by how they ended their handshake",
             ["outcome"], registry=r,

@@ -22,6 +22,7 @@ from spore import options as check
 from spore import tls
 from spore.accepting import bound_accepts
 from spore.access import AccessRules
+from spore.handshake_budget import BudgetedTLSFactory, HandshakeBudget
 from spore.limits import announce_open_file_limit
 from spore.metrics import ServerMetrics, metrics_site
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
@@ -273,7 +274,15 @@ def makeService(options: Options) -> ServerService:
     turned_away = TurnedAway(reactor, metrics)
     guard = _Guard(options, turned_away)
     factory = ServerFactory(options.settings, reactor, guard_public=guard, metrics=metrics, turned_away=turned_away)
-    served = factory if options.tls_options is None else tls.wrap_server_factory(factory, options.tls_options)
+    served = factory
+    if options.tls_options is not None:
+        budget = HandshakeBudget(
+            reactor,
+            on_spent=metrics.tls_handshake_seconds.inc,
+            on_waiting=metrics.tls_handshakes_delayed.inc,
+            weight=factory.admission.held_by,
+        )
+        served = BudgetedTLSFactory(options.tls_options, factory, budget)
     # A tunnel's owner may exceed its budget on the control port: its data
     # connections count only until they claim their visitors.
     guarded = guard(served, "control port", exempt=lambda host: factory.tunnels_per_host[host] > 0)

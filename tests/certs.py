@@ -13,7 +13,7 @@ from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 DAY = datetime.timedelta(days=1)
@@ -98,13 +98,16 @@ def issue(
     client: bool = False,
     valid_from: datetime.timedelta = -DAY,
     valid_until: datetime.timedelta = 30 * DAY,
+    rsa_bits: int | None = None,
 ) -> Issued:
     """A leaf certificate signed by ``ca``, for a server (with SANs) or a client.
 
     ``valid_from`` and ``valid_until`` are offsets from now, so an expired
     certificate is ``valid_until=-DAY`` and a not-yet-valid one ``valid_from=DAY``.
+    Its key is EC P-256, or RSA of ``rsa_bits`` (slower to sign with: a
+    handshake costs the server more).
     """
-    key = ec.generate_private_key(ec.SECP256R1())
+    key = rsa.generate_private_key(65537, rsa_bits) if rsa_bits else ec.generate_private_key(ec.SECP256R1())
     usage = ExtendedKeyUsageOID.CLIENT_AUTH if client else ExtendedKeyUsageOID.SERVER_AUTH
     builder = (
         x509.CertificateBuilder()
@@ -140,6 +143,7 @@ class PKI:
     expired_server: tuple[str, str]
     future_server: tuple[str, str]
     other_ca_server: tuple[str, str]
+    rsa_server: tuple[str, str]
     client: tuple[str, str]
     other_ca_client: tuple[str, str]
 
@@ -166,6 +170,7 @@ def make_pki(directory: Path) -> PKI:
         ),
         future_server=issue(ca, "localhost", **local, valid_from=DAY).write(directory, "future-server"),
         other_ca_server=issue(other_ca, "localhost", **local).write(directory, "other-ca-server"),
+        rsa_server=issue(ca, "localhost", **local, rsa_bits=3072).write(directory, "rsa-server"),
         client=issue(ca, "a client", client=True).write(directory, "client"),
         other_ca_client=issue(other_ca, "a stranger", client=True).write(directory, "other-ca-client"),
     )

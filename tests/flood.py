@@ -35,13 +35,16 @@ class FloodStats:
     opened: int = 0
     closed_by_server: int = 0
     open_now: int = 0
+    replies: int = 0  # answers that made it hang up and come back (again_on_reply)
 
 
 class ConnectionFlood:
     """Connections that never complete a handshake, held against 127.0.0.1:``port`` and refreshed.
 
-    ``payload`` is sent once connected: nothing (a silent peer), or the start
-    of a frame that never ends (a peer stuck mid-frame).  The flood runs in a
+    ``payload`` is sent once connected: nothing (a silent peer), the start
+    of a frame that never ends (a peer stuck mid-frame), or a ClientHello.
+    With ``again_on_reply`` a connection is closed and reopened as soon as
+    the server answers (a ClientHello replayed, to make it sign again).  The flood runs in a
     process of its own, so that it takes no time from the test's own threads
     (a local service, visitors) beyond what the machine's cores cannot give.
     """
@@ -52,12 +55,13 @@ class ConnectionFlood:
         sources: list[str],
         per_source: int,
         payload: bytes = b"",
+        again_on_reply: bool = False,
         seconds: float = 4 * TIMEOUT,
         max_opens: int = 300_000,
     ) -> None:
         self.argv = [
             sys.executable, "-m", "tests.flood", str(port), ",".join(sources), str(per_source),
-            payload.hex(), str(seconds), str(max_opens),
+            payload.hex(), str(int(again_on_reply)), str(seconds), str(max_opens),
         ]
         self.stats = FloodStats()
         self._process: subprocess.Popen | None = None
@@ -96,7 +100,9 @@ class ConnectionFlood:
         return self.stats
 
 
-def _flood(port: int, sources: list[str], per_source: int, payload: bytes, seconds: float, max_opens: int) -> None:
+def _flood(
+    port: int, sources: list[str], per_source: int, payload: bytes, again_on_reply: bool, seconds: float, max_opens: int
+) -> None:
     """The flood's own process: hold and refresh, print the figures now and then, stop when stdin closes."""
     stats = FloodStats()
     selector = selectors.DefaultSelector()
@@ -116,7 +122,7 @@ def _flood(port: int, sources: list[str], per_source: int, payload: bytes, secon
         selector.register(conn, selectors.EVENT_WRITE, source)
 
     def report() -> None:
-        print(stats.opened, stats.closed_by_server, stats.open_now, flush=True)
+        print(stats.opened, stats.closed_by_server, stats.open_now, stats.replies, flush=True)
 
     for source in sources:
         for _ in range(per_source):
@@ -141,7 +147,13 @@ def _flood(port: int, sources: list[str], per_source: int, payload: bytes, secon
             else:
                 try:
                     if conn.recv(65536):
-                        continue  # a Challenge: read and ignored
+                        if again_on_reply:
+                            stats.replies += 1
+                            selector.unregister(conn)
+                            conn.close()
+                            stats.open_now -= 1
+                            open_from(source)
+                        continue  # else a Challenge: read and ignored
                 except BlockingIOError:
                     continue
                 except OSError:
@@ -155,6 +167,18 @@ def _flood(port: int, sources: list[str], per_source: int, payload: bytes, secon
         if time.monotonic() - reported > 0.05:
             report()
             reported = time.monotonic()
+
+
+def client_hello() -> bytes:
+    """The first bytes a TLS client sends: enough for a server to do the costly half of a handshake."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    try:
+        context.wrap_bio(incoming, outgoing, server_hostname="localhost").do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    return outgoing.read()
 
 
 def time_to_tunnel(
@@ -192,5 +216,8 @@ def _frames(conn: socket.socket):
 
 
 if __name__ == "__main__":
-    port, addresses, per_source, payload, seconds, max_opens = sys.argv[1:]
-    _flood(int(port), addresses.split(","), int(per_source), bytes.fromhex(payload), float(seconds), int(max_opens))
+    port, addresses, per_source, payload, again, seconds, max_opens = sys.argv[1:]
+    _flood(
+        int(port), addresses.split(","), int(per_source), bytes.fromhex(payload), again == "1",
+        float(seconds), int(max_opens),
+    )

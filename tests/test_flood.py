@@ -10,11 +10,14 @@ from __future__ import annotations
 import re
 import ssl
 import time
+import urllib.request
 
 import pytest
 
+from spore.handshake_budget import SHARE
 from spore.shedding import LOUD
-from tests.flood import ConnectionFlood, sources, time_to_tunnel
+from tests.flood import ConnectionFlood, client_hello, sources, time_to_tunnel
+from tests.processes import TIMEOUT
 from tests.relay import SlowLink
 from tests.services import echo, echo_until_idle
 from tests.visitors import assert_echoes, exchange, memory
@@ -108,6 +111,34 @@ def test_a_client_over_a_slow_link_with_tls_and_a_secret_gets_in_during_a_flood(
                 assert_echoes(public_port)
     finally:
         link.close()
+
+
+def test_tls_handshakes_replayed_by_a_flood_take_at_most_their_share_of_the_servers_time(processes, pki):
+    # An RSA key makes each handshake cost what it does on many real servers:
+    # unbounded, this flood keeps the server in handshakes 0.8 of the time.
+    certfile, keyfile = pki.rsa_server
+    server, control_port = processes.server(
+        "--tls", "--certfile", certfile, "--keyfile", keyfile, *secret_args(SECRET),
+        "--metrics", "tcp:0:interface=127.0.0.1",
+    )
+    metrics_port = int(server.wait_for(r"metrics listening on 127\.0\.0\.1:(\d+)", stream="stderr").group(1))
+    tls = ssl.create_default_context(cafile=pki.ca)
+    # Each connection sends a ClientHello, and once answered, comes back to send it again.
+    with ConnectionFlood(control_port, sources(250), 4, payload=client_hello(), again_on_reply=True) as flood:
+        wait_for_flood(flood, 0)
+        started, spent = time.monotonic(), handshake_seconds(metrics_port)
+        assert_opens_in_time(control_port, SECRET, times=3, tls=tls)
+        time.sleep(1)
+        share = (handshake_seconds(metrics_port) - spent) / (time.monotonic() - started)
+        assert flood.stats.replies > 1000
+    assert 0 < share <= SHARE + 0.1, share
+
+
+def handshake_seconds(metrics_port: int) -> float:
+    """What the server says it spent in TLS handshakes, in CPU seconds."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=TIMEOUT) as page:
+        text = page.read().decode()
+    return float(re.search(r"^spore_tls_handshake_cpu_seconds_total (\S+)$", text, re.MULTILINE).group(1))
 
 
 @pytest.mark.parametrize("service", [echo, echo_until_idle], ids=["held", "dropped-when-idle"])
