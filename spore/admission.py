@@ -8,14 +8,15 @@ that a flood sheds its own.
 - Each *source* (see :func:`spore.access.source_key`) holds at most
   ``share`` slots, plus up to as many again that its ``allowance`` says it
   is owed (a tunnel's owner is owed a data connection for each visitor it
-  was told of and has not claimed yet).  A newcomer past that is refused.
+  was told of and has not claimed yet).  A newcomer past that sheds its
+  source's own longest-stalled connection.
 - When every slot is taken, the newcomer sheds a connection of the source
   that weighs the most (by default: holds the most slots beyond its
   allowance); of that source's connections, the one that has gone longest
-  without progress.  Only the
-  ``SCAN`` longest-stalled connections are looked at, so that admitting
-  costs the same in any flood.  If the newcomer's own source would hold the
-  most, the newcomer is refused instead.
+  without progress.  If the newcomer's own source would weigh the most, it
+  sheds one of its own.  Only the ``SCAN`` longest-stalled connections are
+  looked at to find the heaviest source, so that admitting costs the same in
+  any flood.  A newcomer is refused only when none of these may be shed.
 
 Connections are kept in the order of their last progress (arrival counts as
 progress), so "longest without progress" is the front of the table and no
@@ -73,7 +74,9 @@ class Admission(Generic[C]):
         self.share = share
         self._allowance = allowance
         self._weight = weight or self._beyond_allowance
-        self._order: OrderedDict[C, str] = OrderedDict()  # each connection's source, longest-stalled first
+        # Those that may be shed, longest-stalled first: all of them, and each source's.
+        self._order: OrderedDict[C, str] = OrderedDict()
+        self._by_source: dict[str, OrderedDict[C, None]] = {}
         self._kept: dict[C, str] = {}  # those never to be shed, and their sources
         self._held: dict[str, int] = {}
 
@@ -93,39 +96,45 @@ class Admission(Generic[C]):
 
     def admit(self, connection: C, source: str) -> Verdict[C]:
         """Give ``connection`` from ``source`` a slot if it may have one; the caller closes what is shed or refused."""
-        owed = min(self._allowance(source), self.share)
-        held = self._held.get(source, 0)
-        if held >= self.share + owed:
-            return Verdict(False, reason=SOURCE_SHARE)
         shed = None
-        if len(self) >= self.capacity:
-            shed, heaviest = self._victim()
-            if shed is None or self._weight(source) + 1 > heaviest:
+        if self._held.get(source, 0) >= self.share + min(self._allowance(source), self.share):
+            shed = self._stalest_of(source)
+            if shed is None:
+                return Verdict(False, reason=SOURCE_SHARE)
+        elif len(self) >= self.capacity:
+            shed = self._victim(source)
+            if shed is None:
                 return Verdict(False, reason=BUSIEST)
+        if shed is not None:
             self.release(shed)
         self._order[connection] = source
-        self._held[source] = held + 1
+        self._by_source.setdefault(source, OrderedDict())[connection] = None
+        self._held[source] = self._held.get(source, 0) + 1
         return Verdict(True, shed=shed)
 
     def progressed(self, connection: C) -> None:
         """``connection`` got further (a step of its handshake): it is the last to be shed now."""
-        if connection in self._order:
-            self._order.move_to_end(connection)
-
-    def keep(self, connection: C) -> None:
-        """Never shed ``connection``: it holds its slot until released."""
-        source = self._order.pop(connection, None)
+        source = self._order.get(connection)
         if source is not None:
-            self._kept[connection] = source
+            self._order.move_to_end(connection)
+            self._by_source[source].move_to_end(connection)
 
     def stalled(self, connection: C) -> None:
         """``connection`` will get no further (it failed and is closing): it is the first to be shed now."""
-        if connection in self._order:
+        source = self._order.get(connection)
+        if source is not None:
             self._order.move_to_end(connection, last=False)
+            self._by_source[source].move_to_end(connection, last=False)
+
+    def keep(self, connection: C) -> None:
+        """Never shed ``connection``: it holds its slot until released."""
+        source = self._unorder(connection)
+        if source is not None:
+            self._kept[connection] = source
 
     def release(self, connection: C) -> None:
         """``connection`` no longer holds a slot (it is through, or gone); a no-op if it held none."""
-        source = self._order.pop(connection, None) or self._kept.pop(connection, None)
+        source = self._unorder(connection) or self._kept.pop(connection, None)
         if source is None:
             return
         held = self._held[source] - 1
@@ -134,14 +143,30 @@ class Admission(Generic[C]):
         else:
             del self._held[source]  # so that the table holds only the sources connected now
 
+    def _unorder(self, connection: C) -> str | None:
+        source = self._order.pop(connection, None)
+        if source is not None:
+            own = self._by_source[source]
+            del own[connection]
+            if not own:
+                del self._by_source[source]
+        return source
+
+    def _stalest_of(self, source: str) -> C | None:
+        own = self._by_source.get(source)
+        return next(iter(own)) if own else None
+
     def _beyond_allowance(self, source: str) -> int:
         return self._held.get(source, 0) - min(self._allowance(source), self.share)
 
-    def _victim(self) -> tuple[C, int]:
-        """The connection to shed, and its source's weight."""
+    def _victim(self, newcomer: str) -> C | None:
+        """The connection to shed for a newcomer from ``newcomer``, if any may be."""
         victim, most = None, None
         for connection, source in islice(self._order.items(), SCAN):
             weight = self._weight(source)
             if most is None or weight > most:
                 victim, most = connection, weight
-        return victim, most
+        if victim is None or self._weight(newcomer) + 1 > most:
+            # The newcomer's source would weigh the most: it displaces its own.
+            return self._stalest_of(newcomer)
+        return victim

@@ -155,7 +155,9 @@ class Tunnel:
         # first and announced last, so a flood of visitors displaces its own.
         self.open_from: Counter[str] = Counter()
         limit = self.server.settings.max_pending_per_tunnel
-        self.pending: Admission[VisitorProtocol] = Admission(limit, share_of(limit), weight=self.open_from.__getitem__)
+        # No source is capped while there is room: many visitors from one
+        # address (a NAT, a proxy) are ordinary.
+        self.pending: Admission[VisitorProtocol] = Admission(limit, limit, weight=self.open_from.__getitem__)
         self.announcements: Announcements[VisitorProtocol] = Announcements(
             announced_at_once(limit), self.open_from.__getitem__
         )

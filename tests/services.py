@@ -59,7 +59,7 @@ def echo(conn: socket.socket) -> None:
     conn.shutdown(socket.SHUT_WR)
 
 
-def echo_until_idle(conn: socket.socket, idle: float = 0.2) -> None:
+def echo_until_idle(conn: socket.socket, idle: float = 1.0) -> None:
     """Echo, and close once the peer has sent nothing for ``idle`` seconds (as servers drop idle clients)."""
     conn.settimeout(idle)
     try:

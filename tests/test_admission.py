@@ -28,12 +28,21 @@ def test_a_table_with_room_admits_without_shedding():
     assert len(table) == 1 and "a" in table and table.held_by("10.0.0.1") == 1
 
 
-def test_a_source_at_its_share_is_refused_even_with_room():
+def test_a_source_at_its_share_displaces_its_own_longest_stalled_even_with_room():
     table = Admission(100, 2)
     fill(table, {"10.0.0.1": 2})
+    table.progressed(("10.0.0.1", 0))
     verdict = table.admit("third", "10.0.0.1")
-    assert not verdict.admitted and verdict.reason == SOURCE_SHARE
-    assert "third" not in table and len(table) == 2
+    assert verdict.admitted and verdict.shed == ("10.0.0.1", 1)
+    assert len(table) == 2 and table.held_by("10.0.0.1") == 2
+
+
+def test_a_source_at_its_share_with_nothing_to_shed_is_refused():
+    table = Admission(100, 1)
+    fill(table, {"10.0.0.1": 1})
+    table.keep(("10.0.0.1", 0))
+    verdict = table.admit("second", "10.0.0.1")
+    assert not verdict.admitted and verdict.reason == SOURCE_SHARE and "second" not in table
 
 
 def test_a_full_table_sheds_the_longest_stalled_of_the_busiest_source():
@@ -61,11 +70,21 @@ def test_a_failed_connection_is_the_first_shed():
     assert table.admit("b", "b").shed == ("a", 2)
 
 
-def test_a_newcomer_whose_source_would_hold_the_most_is_refused():
+def test_a_newcomer_whose_source_would_hold_the_most_displaces_its_own():
     table = Admission(4, 4)
-    fill(table, {"a": 2, "b": 2})
-    assert table.admit("a3", "a").reason == BUSIEST
-    assert len(table) == 4 and table.held_by("a") == 2
+    fill(table, {"b": 1, "a": 3})
+    assert table.admit("a4", "a").shed == ("a", 0)
+    assert len(table) == 4 and table.held_by("a") == 3 and table.held_by("b") == 1
+
+
+def test_a_newcomer_is_refused_when_none_of_its_own_may_be_shed():
+    table = Admission(3, 3)
+    fill(table, {"few": 2, "other": 1})
+    table.keep(("few", 0))
+    table.keep(("few", 1))
+    # Its source would weigh the most, but its connections are kept.
+    assert table.admit(("few", 2), "few").reason == BUSIEST
+    assert table.admit("new", "new").shed == ("other", 0)
 
 
 def test_with_one_slot_each_a_full_table_sheds_its_longest_stalled():
@@ -79,14 +98,14 @@ def test_an_owed_source_may_hold_up_to_twice_its_share_and_is_shed_last():
     owed = {"owner": 10}
     table = Admission(8, 2, allowance=lambda source: owed.get(source, 0))
     fill(table, {"owner": 4})
-    assert table.admit("fifth", "owner").reason == SOURCE_SHARE  # owed 10, but at most the share again
+    assert table.admit("fifth", "owner").shed == ("owner", 0)  # owed 10, but at most the share again
     table.release(("owner", 2))
     table.release(("owner", 3))
     fill(table, {"x": 2, "y": 2, "z": 2})
     # Full: the owner's are the longest-stalled, but none is beyond what it is owed.
     assert table.admit("w", "w").shed == ("x", 0)
     owed["owner"] = 0
-    assert table.admit("v", "v").shed == ("owner", 0)
+    assert table.admit("v", "v").shed == ("owner", 1)
 
 
 def test_only_the_longest_stalled_are_looked_at():

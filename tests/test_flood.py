@@ -151,7 +151,7 @@ def test_a_visitor_flood_on_one_tunnel_leaves_its_real_visitors_and_other_tunnel
     _, flooded_port = processes.local(flooded_service.port, control_port)
     _, other_port = processes.local(other_service.port, control_port)
     with ConnectionFlood(flooded_port, sources(250), 4) as flood:
-        wait_for_flood(flood, 1000)
+        wait_for_flood(flood, 300)
         for _ in range(5):
             assert exchange(flooded_port, b"a real visitor") == b"a real visitor"
             assert exchange(other_port, b"next door") == b"next door"

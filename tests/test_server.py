@@ -194,18 +194,25 @@ def test_a_message_after_hello_closes_the_tunnel():
     assert frames(transport.value())[-1] == encode_error("unexpected message")
 
 
-def test_one_source_holds_at_most_an_eighth_of_a_tunnels_pending_visitors():
-    server, reactor = make_server(max_pending_per_tunnel=16)
+def test_one_source_may_fill_a_tunnels_pending_table_and_then_displaces_its_own_oldest():
+    server, reactor = make_server(max_pending_per_tunnel=4)
     _, control = open_tunnel(server)
-    waiting = [reactor.visit(20050, "127.0.0.2")[1] for _ in range(2)]
-    _, third = reactor.visit(20050, "127.0.0.2")
-    assert third.disconnecting and not any(t.disconnecting for t in waiting)
+    visitors = [reactor.visit(20050, "127.0.0.2")[1] for _ in range(4)]
+    assert not any(t.disconnecting for t in visitors)
+    # The window: the client is told of half of them; the others wait their turn.
     assert len(announced_ids(control)) == 2
+    newest = reactor.visit(20050, "127.0.0.2")[1]
+    assert not newest.disconnecting
+    assert [t.disconnecting for t in visitors] == [False, False, True, False]  # the oldest not yet announced
+    # Another source's visitor takes the place of the heaviest source's oldest waiting one.
     assert not reactor.visit(20050, "127.0.0.3")[1].disconnecting
-
+    assert visitors[3].disconnecting
     # Once one is claimed, there is room again.
     connect(server)[0].dataReceived(encode(Accept(announced_ids(control)[0])))
-    assert not reactor.visit(20050, "127.0.0.2")[1].disconnecting
+    assert not reactor.visit(20050, "127.0.0.4")[1].disconnecting
+    assert server.metrics.registry.get_sample_value(
+        "spore_connections_shed_total", {"reason": "oldest_visitor"}
+    ) == 2
 
 
 def test_a_full_pending_table_sheds_the_oldest_visitor_of_the_busiest_source():
@@ -219,13 +226,8 @@ def test_a_full_pending_table_sheds_the_oldest_visitor_of_the_busiest_source():
     # The oldest of those holding the most, among those its client was not told of yet.
     assert shed == [visitors["127.0.0.6"][0]]
     assert len(server.pending) == 16
-    # A source already holding the most of a full table gets no more.
-    assert reactor.visit(20050, "127.0.0.3")[1].disconnecting
     assert server.metrics.registry.get_sample_value(
         "spore_connections_shed_total", {"reason": "oldest_visitor"}
-    ) == 1
-    assert server.metrics.registry.get_sample_value(
-        "spore_connections_refused_total", {"reason": "source_share"}
     ) == 1
 
 
@@ -256,30 +258,32 @@ def test_tunnels_per_address_are_limited():
 
 def test_one_source_holds_at_most_an_eighth_of_the_handshake_slots():
     server, reactor = make_server(max_handshakes=16, secrets=("s3cret",))
-    waiting = [connect(server, "127.0.0.2") for _ in range(2)]
-    _, refused = connect(server, "127.0.0.2")
-    assert refused.disconnecting and refused.value() == b""
+    (first, first_transport), (second, second_transport) = [connect(server, "127.0.0.2") for _ in range(2)]
+    second.dataReceived(encode(Authenticate(auth.answer("s3cret", challenge_of(second_transport)))))
+    # A third displaces the one of the two that has not got anywhere.
+    _, third = connect(server, "127.0.0.2")
+    assert first_transport.disconnecting and not second_transport.disconnecting and not third.disconnecting
+    assert server.admission.held_by("127.0.0.2") == 2
     assert not connect(server, "127.0.0.3")[1].disconnecting
-    # A connection past its handshake no longer counts; one that failed
-    # counts until it is gone.
-    waiting[0][0].dataReceived(b"garbage\0")
-    assert connect(server, "127.0.0.2")[1].disconnecting
-    waiting[0][0].connectionLost(None)
-    assert not connect(server, "127.0.0.2")[1].disconnecting
-    assert len(server.admission) == 3
-    reactor.advance(3)
-    for protocol, transport in waiting[1:]:
-        assert transport.disconnecting
-        protocol.connectionLost(None)
-    assert server.admission.held_by("127.0.0.2") == 1  # the last one, not yet timed out
+    # A connection that failed counts until it is gone, and is the first displaced.
+    first.connectionLost(None)
+    second.dataReceived(b"garbage\0")
+    assert server.admission.held_by("127.0.0.2") == 2
+    connect(server, "127.0.0.2")
+    assert second_transport.disconnected and not third.disconnecting
+    assert server.metrics.registry.get_sample_value(
+        "spore_connections_shed_total", {"reason": "stalled_handshake"}
+    ) == 2
 
 
 def test_an_ipv6_source_is_its_64():
     server, reactor = make_server(max_handshakes=16, secrets=("s3cret",))
     admitted = [connect(server, f"2001:db8::{n}")[1] for n in range(1, 3)]
     assert not any(t.disconnecting for t in admitted)
-    assert connect(server, "2001:db8::ffff:1")[1].disconnecting
-    assert not connect(server, "2001:db8:0:1::1")[1].disconnecting
+    connect(server, "2001:db8::ffff:1")
+    assert [t.disconnecting for t in admitted] == [True, False]
+    connect(server, "2001:db8:0:1::1")
+    assert not admitted[1].disconnecting
 
 
 def challenge_of(transport) -> uuid.UUID:
@@ -314,7 +318,9 @@ def test_a_tunnel_owner_is_owed_a_slot_for_each_visitor_it_was_told_of():
     # Its share (2) and then one slot more per announced visitor, up to as many again.
     data = [connect(server) for _ in range(4)]
     assert not any(t.disconnecting for _, t in data)
-    assert connect(server)[1].disconnecting
+    extra, extra_transport = connect(server)
+    assert data[0][1].disconnecting and not extra_transport.disconnecting
+    data[0] = extra, extra_transport
     # Claiming its visitors, the data connections leave the table.
     for (protocol, _), id in zip(data, announced_ids(control)):
         protocol.dataReceived(encode(Accept(id)))
