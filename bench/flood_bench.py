@@ -42,9 +42,9 @@ from tests.relay import SlowLink  # noqa: E402
 PATCHES = {
     "oldest": (
         "A.progressed = lambda self, c: None\n"
-        "A._victim = lambda self: (next(iter(self._order)), float('inf'))\n"
+        "A._victim = lambda self, newcomer: next(iter(self._order), None)\n"
     ),
-    "stalled": "A._victim = lambda self: (next(iter(self._order)), float('inf'))\n",
+    "stalled": "A._victim = lambda self, newcomer: next(iter(self._order), None)\n",
     "spore": "",
 }
 

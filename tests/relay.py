@@ -97,4 +97,5 @@ class SlowLink:
         for writer in self._writers:
             writer.transport.abort()  # the pumps see their readers end, and finish
         relaying = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
-        await asyncio.wait(relaying, timeout=TIMEOUT)
+        if relaying:
+            await asyncio.wait(relaying, timeout=TIMEOUT)
