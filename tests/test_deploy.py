@@ -352,7 +352,8 @@ def test_alert_rules_use_only_metrics_a_server_serves(processes):
 
     used = {name for rule in alert_rules() for name in re.findall(r"\bspore_\w+", rule["expr"])}
     assert {"spore_tunnels_active", "spore_connections_stale_total", "spore_auth_failures_total",
-            "spore_connections_refused_total", "spore_visitors_pending", "spore_accept_latency_ms_bucket"} <= used
+            "spore_connections_refused_total", "spore_connections_shed_total", "spore_visitors_pending",
+            "spore_accept_latency_ms_bucket"} <= used
     assert used <= served, f"not served: {sorted(used - served)}"
 
 

@@ -14,15 +14,18 @@ import urllib.request
 
 import pytest
 
+from spore.accepting import ACCEPTS_PER_TURN
 from spore.handshake_budget import SHARE
 from spore.shedding import LOUD
 from tests.flood import ConnectionFlood, client_hello, sources, time_to_tunnel
 from tests.processes import TIMEOUT
 from tests.relay import SlowLink
 from tests.services import echo, echo_until_idle
-from tests.visitors import assert_echoes, exchange, memory
+from tests.visitors import assert_echoes, exchange, memory, open_files
 
 SECRET = "s3cret"
+
+MAX_HANDSHAKES = 1024  # the server's default
 
 IN_TIME = 2.0
 """Seconds a good client may take to open its tunnel during a flood."""
@@ -70,7 +73,7 @@ def test_one_address_holding_1500_connections_does_not_keep_a_client_out(process
 def test_250_addresses_refreshing_their_connections_do_not_keep_anyone_out(processes, echo_service, secret, shape):
     server, control_port = processes.server(*secret_args(secret))
     _, existing_port = processes.local(echo_service.port, control_port, *secret_args(secret))
-    before = memory(server, "VmRSS")
+    before, files_before = memory(server, "VmRSS"), open_files(server)
     lines_before = len(server.stderr.splitlines())
     with ConnectionFlood(control_port, sources(250), 8, payload=shape) as flood:
         wait_for_flood(flood, 3000)
@@ -80,8 +83,10 @@ def test_250_addresses_refreshing_their_connections_do_not_keep_anyone_out(proce
         for _ in range(5):
             assert_echoes(public_port)
             assert_echoes(existing_port)
-        during = memory(server, "VmRSS")
+        during, files = memory(server, "VmRSS"), open_files(server)
         stats = flood.stop()
+    # Sockets: the handshake slots, and those being closed this turn of the reactor.
+    assert files - files_before <= MAX_HANDSHAKES + 2 * ACCEPTS_PER_TURN, files - files_before
     # Memory: what a full table costs, and most of it back once the flood is gone.
     server.wait_for(r"turned away \d+ connections", stream="stderr")
     after = memory(server, "VmRSS")

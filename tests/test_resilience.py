@@ -14,10 +14,6 @@ from tests.processes import TIMEOUT
 from tests.visitors import QUICKLY, assert_echoes, closed_port, connect, wait_until_refused
 
 
-def open_fds(pid: int) -> int:
-    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
-
-
 def test_a_killed_and_restarted_server_gets_the_client_back_on_its_port(processes, echo_service):
     control_port = closed_port()
     listen = ("--listen", f"tcp:{control_port}:interface=127.0.0.1", "--bind-tunnels", "127.0.0.1",
@@ -50,14 +46,14 @@ def test_a_killed_client_frees_its_port_for_its_next_run(processes, echo_service
 def test_a_visitor_that_resets_mid_transfer_costs_nothing(processes, echo_service):
     server, control_port = processes.server()
     _, public_port = processes.local(echo_service.port, control_port)
-    before = open_fds(server.popen.pid)  # listeners and the control connection
+    before = open_files(server)  # listeners and the control connection
     for _ in range(20):
         with connect(public_port) as visitor:
             visitor.sendall(b"x" * 100_000)
             visitor.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
         # closing with a zero linger sends a reset
     assert_echoes(public_port)
-    _wait_for(lambda: open_fds(server.popen.pid) == before, "the server's descriptors to come back")
+    _wait_for(lambda: open_files(server) == before, "the server's descriptors to come back")
 
 
 def _wait_for(condition, what: str, seconds: float = QUICKLY) -> None:
@@ -131,12 +127,12 @@ def test_thousands_of_unclaimed_visitors_all_expire(processes):
     with socket.create_connection(("127.0.0.1", control_port), timeout=TIMEOUT) as control:
         control.sendall(b'{"Hello":0}\0')  # a client that never claims anyone
         public_port = int(control.recv(100).split(b"\0")[0][9:-1])
-        before = open_fds(server.popen.pid)
+        before = open_files(server)
         visitors = [socket.create_connection(("127.0.0.1", public_port), timeout=TIMEOUT) for _ in range(1000)]
         try:
-            _wait_for(lambda: open_fds(server.popen.pid) >= before + 1000, "the visitors to be held", 5)
+            _wait_for(lambda: open_files(server) >= before + 1000, "the visitors to be held", 5)
             # Ten seconds after arriving, every one is closed and forgotten.
-            _wait_for(lambda: open_fds(server.popen.pid) == before, "the visitors to expire", 15)
+            _wait_for(lambda: open_files(server) == before, "the visitors to expire", 15)
         finally:
             for visitor in visitors:
                 visitor.close()

@@ -94,6 +94,11 @@ def memory(process: Process, field: str) -> int:
     return int(re.search(rf"^{field}:\s+(\d+) kB$", status, re.MULTILINE).group(1)) * 1024
 
 
+def open_files(process: Process) -> int:
+    """How many files (sockets included) ``process`` has open."""
+    return len(list(Path(f"/proc/{process.popen.pid}/fd").iterdir()))
+
+
 def start_local(processes, control_port: int, *args: str, local_port: int = 1, env=None) -> Process:
     """A spore local through 127.0.0.1:``control_port``, without waiting for anything."""
     return processes.spore(
