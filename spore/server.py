@@ -101,10 +101,11 @@ class VisitorProtocol(SpliceProtocol):
         self.metrics.accept_latency.observe((self.tunnel.server.clock.seconds() - self.arrived) * 1000)
 
     def expire(self) -> None:
-        self.log.warn(
+        port = self.tunnel.port
+        self.tunnel.server.turned_away.failed("stale_visitor", f"port {port}", lambda: self.log.warn(
             "removed stale connection {id} from {visitor} on port {port}",
-            id=str(self.id), visitor=_address(self.transport.getPeer()), port=self.tunnel.port,
-        )
+            id=str(self.id), visitor=_address(self.transport.getPeer()), port=port,
+        ))
         self.tunnel.stop_waiting(self)
         self.metrics.connections_stale.inc()
         self.transport.loseConnection()
@@ -419,7 +420,7 @@ class ServerProtocol(FrameProtocol):
             self.server.tunnels_per_host[self.host] -= 1
 
     def connectionLost(self, reason) -> None:
-        self.server.admission.release(self)
+        self.server.admission.release(self)  # before _end_handshake, which would keep a failed one's slot
         self._end_handshake("closed")
         self._close_tunnel()
         FrameProtocol.connectionLost(self, reason)

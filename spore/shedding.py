@@ -3,8 +3,8 @@
 A flood is thousands of connections a second: a log line for each would
 flood the log too.  So a refused or shed connection is counted (for
 Prometheus) and never logged on its own; a handshake that fails (timed out,
-a bad frame, a wrong secret) is logged on its own only for the first
-``LOUD`` of its kind in each ``SUMMARY_EVERY`` seconds.  What was not logged
+a bad frame, a wrong secret) or a visitor nobody claimed is logged on its
+own only for the first ``LOUD`` of its kind in each ``SUMMARY_EVERY`` seconds.  What was not logged
 on its own is summed up in one line at the end of those seconds.
 """
 
@@ -38,6 +38,7 @@ REASONS = {
     "timeout": "handshakes timed out",
     "protocol_error": "handshakes ended by a bad frame",
     "auth_failed": "handshakes with a wrong or missing secret",
+    "stale_visitor": "visitors no client claimed within 10 s",
 }
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from tests.processes import TIMEOUT
-from tests.visitors import QUICKLY, assert_echoes, closed_port, connect, wait_until_refused
+from tests.visitors import QUICKLY, assert_echoes, closed_port, connect, open_files, wait_until_refused
 
 
 def test_a_killed_and_restarted_server_gets_the_client_back_on_its_port(processes, echo_service):

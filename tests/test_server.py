@@ -29,6 +29,11 @@ def open_tunnel(server, port=20050):
     return control, transport
 
 
+def shed_count(server, reason: str) -> float | None:
+    """How many connections the server shed for ``reason``, by its metrics."""
+    return server.metrics.registry.get_sample_value("spore_connections_shed_total", {"reason": reason})
+
+
 def announced_ids(transport):
     return [uuid.UUID(f[15:-3].decode()) for f in frames(transport.value()) if f.startswith(b'{"Connection"')]
 
@@ -210,9 +215,7 @@ def test_one_source_may_fill_a_tunnels_pending_table_and_then_displaces_its_own_
     # Once one is claimed, there is room again.
     connect(server)[0].dataReceived(encode(Accept(announced_ids(control)[0])))
     assert not reactor.visit(20050, "127.0.0.4")[1].disconnecting
-    assert server.metrics.registry.get_sample_value(
-        "spore_connections_shed_total", {"reason": "oldest_visitor"}
-    ) == 2
+    assert shed_count(server, "oldest_visitor") == 2
 
 
 def test_a_full_pending_table_sheds_the_oldest_visitor_of_the_busiest_source():
@@ -226,9 +229,7 @@ def test_a_full_pending_table_sheds_the_oldest_visitor_of_the_busiest_source():
     # The oldest of those holding the most, among those its client was not told of yet.
     assert shed == [visitors["127.0.0.6"][0]]
     assert len(server.pending) == 16
-    assert server.metrics.registry.get_sample_value(
-        "spore_connections_shed_total", {"reason": "oldest_visitor"}
-    ) == 1
+    assert shed_count(server, "oldest_visitor") == 1
 
 
 def test_an_expired_or_departed_visitor_frees_its_pending_place():
@@ -271,9 +272,7 @@ def test_one_source_holds_at_most_an_eighth_of_the_handshake_slots():
     assert server.admission.held_by("127.0.0.2") == 2
     connect(server, "127.0.0.2")
     assert second_transport.disconnected and not third.disconnecting
-    assert server.metrics.registry.get_sample_value(
-        "spore_connections_shed_total", {"reason": "stalled_handshake"}
-    ) == 2
+    assert shed_count(server, "stalled_handshake") == 2
 
 
 def test_an_ipv6_source_is_its_64():
@@ -305,9 +304,7 @@ def test_a_full_control_port_sheds_a_stalled_handshake_not_an_advancing_one():
     # Each newcomer shed one of the longest-stalled from a source holding two.
     shed = [t for t in stalled if t.disconnecting]
     assert shed == [stalled[0]] + stalled[1:15:2]
-    assert server.metrics.registry.get_sample_value(
-        "spore_connections_shed_total", {"reason": "stalled_handshake"}
-    ) == 8
+    assert shed_count(server, "stalled_handshake") == 8
 
 
 def test_a_tunnel_owner_is_owed_a_slot_for_each_visitor_it_was_told_of():
