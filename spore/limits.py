@@ -80,6 +80,12 @@ def _warning(soft: int, hard: int, wanted: int | None, failure: Exception | None
     return None
 
 
+def open_file_limit() -> int | None:
+    """This process's soft open-file limit now; None when it has none."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
 def announce_open_file_limit(log) -> None:
     """Raise the open-file limit and say, on ``log`` (a twisted Logger), what it allows."""
     soft, hard, warning = raise_open_file_limit()

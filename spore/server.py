@@ -24,6 +24,7 @@ from spore.access import peer_key, source_key
 from spore.admission import Admission, share_of
 from spore.announcing import Announcements
 from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
+from spore.limits import FILES_PER_CONNECTION, RESERVED_FILES
 from spore.messages import (
     Accept,
     Authenticate,
@@ -47,6 +48,13 @@ RANDOM_PORT_TRIES = 150
 BACKLOG = 1024
 """Connections the kernel may queue on a listening port (Twisted's default of 50
 drops a burst's SYNs, and each dropped one waits a second to be sent again)."""
+
+
+USABLE_FILES = 0.9
+"""The part of the open-file limit that visitors may take, less what the control port needs (a margin for the rest)."""
+
+HEADROOM = 32
+"""New visitors every other tunnel keeps room for while one holds more than its equal share of the open files."""
 
 
 def announced_at_once(max_pending: int) -> int:
@@ -135,8 +143,13 @@ class VisitorFactory(Factory):
     def logPrefix(self) -> str:
         return "Spore public port"
 
-    def buildProtocol(self, addr) -> VisitorProtocol:
-        return VisitorProtocol(self.tunnel, _source(addr))
+    def buildProtocol(self, addr) -> VisitorProtocol | None:
+        tunnel = self.tunnel
+        if not tunnel.server.may_hold_another(tunnel):
+            # Refused before anything is built: Twisted closes it at once.
+            tunnel.server.turned_away.refused("tunnel_share", f"port {tunnel.port}")
+            return None
+        return VisitorProtocol(tunnel, _source(addr))
 
 
 class Tunnel:
@@ -155,6 +168,7 @@ class Tunnel:
         # Visitors connected now, from each source: who has the most is shed
         # first and announced last, so a flood of visitors displaces its own.
         self.open_from: Counter[str] = Counter()
+        self.visitors_open = 0
         limit = self.server.settings.max_pending_per_tunnel
         # No source is capped while there is room: many visitors from one
         # address (a NAT, a proxy) are ordinary.
@@ -171,7 +185,10 @@ class Tunnel:
         server = self.server
         server.metrics.connections_incoming.inc()
         verdict = self.pending.admit(visitor, visitor.source)
-        self.open_from[visitor.source] += 1  # until it is gone, whatever the verdict
+        # Counted until it is gone, whatever the verdict.
+        self.open_from[visitor.source] += 1
+        self.visitors_open += 1
+        server.visitors_open += 1
         if not verdict.admitted:
             server.turned_away.refused(verdict.reason, f"port {self.port}")
             visitor.transport.abortConnection()
@@ -188,6 +205,8 @@ class Tunnel:
             self._announce(visitor)
 
     def visitor_left(self, visitor: VisitorProtocol) -> None:
+        self.visitors_open -= 1
+        self.server.visitors_open -= 1
         open_from = self.open_from
         open_from[visitor.source] -= 1
         if not open_from[visitor.source]:
@@ -443,6 +462,7 @@ class ServerFactory(Factory):
         guard_public: Callable[[Factory], Factory] = lambda factory: factory,
         metrics: ServerMetrics | None = None,
         turned_away: TurnedAway | None = None,
+        file_limit: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -459,12 +479,35 @@ class ServerFactory(Factory):
         self.tunnels_per_host: Counter[str] = Counter()
         self.tunnels: set[Tunnel] = set()
         self.forwarding: set[VisitorProtocol] = set()  # claimed visitors still connected
+        self.visitors_open = 0  # on every public port, claimed or not
+        self.file_limit = file_limit
         self.metrics.watch(
             tunnels=lambda: len(self.tunnels), pending=lambda: len(self.pending), forwarding=lambda: len(self.forwarding)
         )
 
     def buildProtocol(self, addr) -> ServerProtocol:
         return ServerProtocol(self)
+
+    def may_hold_another(self, tunnel: Tunnel) -> bool:
+        """Whether a new visitor of ``tunnel`` may have the open files it takes (two: its own, its data connection's).
+
+        Visitors may hold ``USABLE_FILES`` of the open-file limit, less the
+        control port's and the tunnels' own.  A tunnel holding more than an
+        equal share of that gets a new visitor only if every other tunnel
+        keeps room for ``HEADROOM`` more (up to its own equal share): a flood
+        of visitors held open on one tunnel cannot take the files that the
+        others need.
+        """
+        limit = self.file_limit()
+        if limit is None:
+            return True
+        others_files = RESERVED_FILES + self.settings.max_handshakes + 2 * len(self.tunnels)
+        room = (USABLE_FILES * limit - others_files) // FILES_PER_CONNECTION - self.visitors_open
+        share = (room + self.visitors_open) / max(1, len(self.tunnels))
+        if tunnel.visitors_open < share:
+            return room > 0
+        kept = sum(min(HEADROOM, max(0, share - other.visitors_open)) for other in self.tunnels if other is not tunnel)
+        return room > kept
 
     def owed(self, source: str) -> int:
         """Handshake slots ``source`` may hold beyond its share: one per data connection its tunnels were asked for."""

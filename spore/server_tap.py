@@ -23,7 +23,7 @@ from spore import tls
 from spore.accepting import bound_accepts
 from spore.access import AccessRules
 from spore.handshake_budget import BudgetedTLSFactory, HandshakeBudget
-from spore.limits import announce_open_file_limit
+from spore.limits import announce_open_file_limit, open_file_limit
 from spore.metrics import ServerMetrics, metrics_site
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
 from spore.server import BACKLOG, ServerFactory
@@ -273,7 +273,10 @@ def makeService(options: Options) -> ServerService:
     metrics = ServerMetrics()
     turned_away = TurnedAway(reactor, metrics)
     guard = _Guard(options, turned_away)
-    factory = ServerFactory(options.settings, reactor, guard_public=guard, metrics=metrics, turned_away=turned_away)
+    factory = ServerFactory(
+        options.settings, reactor, guard_public=guard, metrics=metrics, turned_away=turned_away,
+        file_limit=open_file_limit,
+    )
     served = factory
     if options.tls_options is not None:
         budget = HandshakeBudget(

@@ -31,6 +31,7 @@ REASONS = {
     "per_ip_limit": "refused over --max-conns-per-ip",
     "source_share": "refused over their source's share of the slots",
     "busiest_source": "refused from the source holding the most slots when all were taken",
+    "tunnel_share": "visitors refused: their tunnel held more than its share of the open files",
     # Admitted, then closed to make room for a newcomer.
     "stalled_handshake": "handshakes shed for making no progress while all slots were taken",
     "oldest_visitor": "unclaimed visitors shed (the oldest of the busiest source) from a full tunnel",

@@ -29,9 +29,11 @@ class Transport(StringTransport):
 
 
 def connect(factory, peer_host: str = "127.0.0.1") -> tuple[object, Transport]:
-    """Build a protocol from ``factory`` and connect it to a fresh Transport."""
+    """Build a protocol from ``factory`` and connect it to a fresh Transport: (None, None) if refused."""
     address = IPv4Address("TCP", peer_host, next(_client_ports))
     protocol = factory.buildProtocol(address)
+    if protocol is None:
+        return None, None
     transport = Transport(peerAddress=address)
     protocol.makeConnection(transport)
     return protocol, transport

@@ -8,6 +8,7 @@ most (tests/flood.py).
 from __future__ import annotations
 
 import re
+import sys
 import ssl
 import time
 import urllib.request
@@ -160,3 +161,22 @@ def test_a_visitor_flood_on_one_tunnel_leaves_its_real_visitors_and_other_tunnel
         for _ in range(5):
             assert exchange(flooded_port, b"a real visitor") == b"a real visitor"
             assert exchange(other_port, b"next door") == b"next door"
+
+
+def test_visitors_held_open_on_one_tunnel_cannot_take_the_open_files_another_needs(processes, start_service):
+    # A server allowed 600 open files: 1,000 held visitors would need 2,000.
+    server = processes.start(
+        sys.executable, "-c",
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_NOFILE, (600, 600)); "
+        "from spore.cli import main; main(sys.argv[1:])",
+        "server", "--listen", "tcp:0:interface=127.0.0.1", "--bind-tunnels", "127.0.0.1", "--max-handshakes", "64",
+    )
+    control_port = int(server.wait_for(r"server listening on 127\.0\.0\.1:(\d+)", stream="stderr").group(1))
+    flooded_service, other_service = start_service(echo), start_service(echo)
+    _, flooded_port = processes.local(flooded_service.port, control_port)
+    _, other_port = processes.local(other_service.port, control_port)
+    with ConnectionFlood(flooded_port, sources(250), 4) as flood:
+        wait_for_flood(flood, 300)
+        for _ in range(5):
+            assert exchange(other_port, b"next door") == b"next door"
+    assert "EMFILE" not in server.stderr and "Too many open files" not in server.stderr

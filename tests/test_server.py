@@ -384,3 +384,24 @@ def test_a_full_pending_table_sheds_from_the_source_with_the_most_connections_op
     assert len(server.pending) == 16
     reactor.visit(20050, "127.0.0.100")
     assert [source for source, t in waiting.items() if t.disconnecting] == ["127.0.0.17"]
+
+
+def test_a_tunnel_past_its_share_of_the_open_files_leaves_room_for_the_others():
+    server, reactor = make_server(max_pending_per_tunnel=1000, max_handshakes=64)
+    # (0.9 x 600 - 64 reserved - 64 handshakes - 2 x 3 tunnels) / 2 files = 203 visitors; 67 each
+    server.file_limit = lambda: 600
+    for port in (20001, 20002, 20003):
+        open_tunnel(server, port)
+    visitors = [reactor.visit(20001, f"127.0.{n // 200}.{n % 200 + 2}") for n in range(203 - 2 * 32)]
+    assert all(protocol is not None for protocol, _ in visitors)
+    # The others keep room for 32 more each.
+    assert reactor.visit(20001) == (None, None)
+    assert server.metrics.registry.get_sample_value("spore_connections_refused_total", {"reason": "tunnel_share"}) == 1
+    for _ in range(32):
+        assert reactor.visit(20002)[0] is not None
+    # Once enough of its own have gone to leave the others their room, it gets more again.
+    assert reactor.visit(20001) == (None, None)
+    for protocol, _ in visitors[:40]:
+        protocol.connectionLost(None)
+    assert reactor.visit(20001)[0] is not None
+    assert reactor.visit(20003)[0] is not None
