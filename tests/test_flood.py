@@ -148,14 +148,17 @@ def metric(metrics_port: int, name: str) -> float:
     return float(re.search(rf"^{name} (\S+)$", text, re.MULTILINE).group(1))
 
 
+def two_tunnels(processes, start_service, control_port: int, flooded=echo) -> tuple[int, int]:
+    """The public ports of two tunnels through the server, the first to a ``flooded`` service, the other to an echo."""
+    return tuple(processes.local(start_service(handler).port, control_port)[1] for handler in (flooded, echo))
+
+
 @pytest.mark.parametrize("service", [echo, echo_until_idle], ids=["held", "dropped-when-idle"])
 def test_a_visitor_flood_on_one_tunnel_leaves_its_real_visitors_and_other_tunnels_served(
     processes, start_service, service
 ):
     _, control_port = processes.server()
-    flooded_service, other_service = start_service(service), start_service(echo)
-    _, flooded_port = processes.local(flooded_service.port, control_port)
-    _, other_port = processes.local(other_service.port, control_port)
+    flooded_port, other_port = two_tunnels(processes, start_service, control_port, flooded=service)
     with ConnectionFlood(flooded_port, sources(250), 4) as flood:
         wait_for_flood(flood, 300)
         for _ in range(5):
@@ -172,9 +175,7 @@ def test_visitors_held_open_on_one_tunnel_cannot_take_the_open_files_another_nee
         "server", "--listen", "tcp:0:interface=127.0.0.1", "--bind-tunnels", "127.0.0.1", "--max-handshakes", "64",
     )
     control_port = int(server.wait_for(r"server listening on 127\.0\.0\.1:(\d+)", stream="stderr").group(1))
-    flooded_service, other_service = start_service(echo), start_service(echo)
-    _, flooded_port = processes.local(flooded_service.port, control_port)
-    _, other_port = processes.local(other_service.port, control_port)
+    flooded_port, other_port = two_tunnels(processes, start_service, control_port)
     with ConnectionFlood(flooded_port, sources(250), 4) as flood:
         wait_for_flood(flood, 300)
         for _ in range(5):
