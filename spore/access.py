@@ -58,6 +58,8 @@ def source_key(address: object) -> str | None:
     """Who a peer counts as when slots are shared out fairly: its IPv4 address, or
     its IPv6 /64 network; None when it has no IP address."""
     host = getattr(address, "host", None)
+    if host is not None and host[:1].isdigit() and ":" not in host:
+        return host  # IPv4, as the kernel writes it: already its own key (the cheap path for floods)
     ip = normalize(host) if host is not None else None
     if ip is None:
         return None

@@ -34,7 +34,7 @@ from typing import Callable, Generic, Hashable, TypeVar
 
 C = TypeVar("C", bound=Hashable)
 
-SCAN = 64
+SCAN = 32
 """How many of the longest-stalled connections a full table looks at to choose whom to shed."""
 
 SOURCE_SHARE = "source_share"
@@ -161,9 +161,11 @@ class Admission(Generic[C]):
 
     def _victim(self, newcomer: str) -> C | None:
         """The connection to shed for a newcomer from ``newcomer``, if any may be."""
-        victim, most = None, None
+        victim, most, weighed = None, None, {}
         for connection, source in islice(self._order.items(), SCAN):
-            weight = self._weight(source)
+            weight = weighed.get(source)
+            if weight is None:
+                weight = weighed[source] = self._weight(source)
             if most is None or weight > most:
                 victim, most = connection, weight
         if victim is None or self._weight(newcomer) + 1 > most:

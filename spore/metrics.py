@@ -30,6 +30,7 @@ class ServerMetrics:
 
     def __init__(self) -> None:
         self.registry = r = CollectorRegistry()
+        self._children: dict[tuple[Counter, str], Counter] = {}
         self.connections_incoming = Counter(
             "spore_connections_incoming", "Visitors that reached a public port", registry=r
         )
@@ -80,14 +81,22 @@ class ServerMetrics:
 
     def refuse(self, reason: str) -> None:
         """Count one connection refused for ``reason``."""
-        self.connections_refused.labels(reason=reason).inc()
+        self._child(self.connections_refused, reason).inc()
 
     def shed(self, reason: str) -> None:
         """Count one connection shed for ``reason``."""
-        self.connections_shed.labels(reason=reason).inc()
+        self._child(self.connections_shed, reason).inc()
 
     def control(self, outcome: str) -> None:
-        self.control_connections.labels(outcome=outcome).inc()
+        self._child(self.control_connections, outcome).inc()
+
+    def _child(self, counter: Counter, label: str) -> Counter:
+        # labels() costs microseconds, and a flood counts thousands a second.
+        key = (counter, label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = counter.labels(label)
+        return child
 
 
 class MetricsPage(Resource):
