@@ -3,7 +3,8 @@
 Both wrap the real factories.  A refused connection is one for which
 ``buildProtocol`` returns None: Twisted then closes it at once, without
 reading or writing a byte.  Refusals are not logged one by one (a flood
-would flood the log): ``on_refused`` counts them (see spore.shedding).  Wrap them outside any TLS layer
+would flood the log): ``on_refused`` counts them (see spore.shedding).
+Wrap them outside any TLS layer
 (``AddressFilter(LimitPerPeer(TLSMemoryBIOFactory(..., factory), limit), rules)``):
 TLSMemoryBIOFactory would wrap a None it got from inside.
 """
@@ -18,7 +19,6 @@ from twisted.internet.interfaces import (
     IProtocol,
     IProtocolFactory,
 )
-from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import alsoProvides
 
@@ -28,7 +28,6 @@ from spore.access import AccessRules, peer_key
 class AddressFilter(WrappingFactory):
     """Refuses the connections whose source address the access rules do not admit."""
 
-    log = Logger()
     noisy = False
 
     def __init__(
@@ -129,7 +128,6 @@ class LimitPerPeer(WrappingFactory):
     Peers that are not IP addresses (UNIX sockets) are local and not counted.
     """
 
-    log = Logger()
     noisy = False
     protocol = CountedProtocol
 

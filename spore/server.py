@@ -340,9 +340,9 @@ class ServerProtocol(FrameProtocol):
 
     def _auth_failed(self, what: str, why: str) -> None:
         self.server.metrics.auth_failures.inc()
-        self._failed(
-            "auth_failed", lambda: self.log.warn("authentication failed for {client}: {what}", client=self.client, what=what)
-        )
+        self._failed("auth_failed", lambda: self.log.warn(
+            "authentication failed for {client}: {what}", client=self.client, what=what
+        ))
         self.fail(why)
 
     def protocolError(self, why: str) -> None:

@@ -71,9 +71,11 @@ class Options(check.SporeOptions):
          "or systemd:domain=INET:index=0 (replaces --bind-addr and --control-port)"],
         ["heartbeat-interval", None, None, "Seconds between heartbeats to idle clients"],
         ["drain-timeout", None, None, "Seconds forwarded connections get to finish when the server stops"],
-        ["max-pending-per-tunnel", None, None, "Visitors that may wait for a tunnel's client at a time; more are closed"],
+        ["max-pending-per-tunnel", None, None, "Visitors that may wait for a tunnel's client at a time; "
+         "a newcomer then displaces the oldest of the busiest address"],
         ["max-tunnels-per-ip", None, None, "Tunnels one client address may hold open"],
-        ["max-handshakes", None, None, "Control connections that may be in their handshake at a time"],
+        ["max-handshakes", None, None, "Control connections that may be in their handshake at a time "
+         "(one address holds at most an eighth of them)"],
         ["allow", None, None, "Addresses and networks that may connect, comma- or space-separated "
          "(e.g. 10.0.0.0/8,2001:db8::/32); the most specific --allow/--deny entry decides"],
         ["deny", None, None, "Addresses and networks that may not connect"],
