@@ -57,9 +57,14 @@ HEADROOM = 32
 """New visitors every other tunnel keeps room for while one holds more than its equal share of the open files."""
 
 
-def announced_at_once(max_pending: int) -> int:
-    """How many of a tunnel's visitors its client is told of before it claims any: half as many as may wait."""
-    return max(1, max_pending // 2)
+def announced_at_once(settings: ServerSettings) -> int:
+    """How many of a tunnel's visitors its client is told of before it claims any.
+
+    Half as many as may wait, and no more than the handshake slots one
+    address holds: each announced visitor's data connection takes one, and a
+    data connection displaced from its slot would lose its visitor.
+    """
+    return max(1, min(settings.max_pending_per_tunnel // 2, share_of(settings.max_handshakes)))
 
 
 class TunnelError(Exception):
@@ -174,7 +179,7 @@ class Tunnel:
         # address (a NAT, a proxy) are ordinary.
         self.pending: Admission[VisitorProtocol] = Admission(limit, limit, weight=self.open_from.__getitem__)
         self.announcements: Announcements[VisitorProtocol] = Announcements(
-            announced_at_once(limit), self.open_from.__getitem__
+            announced_at_once(self.server.settings), self.open_from.__getitem__
         )
 
     def start(self) -> None:

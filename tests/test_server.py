@@ -308,20 +308,21 @@ def test_a_full_control_port_sheds_a_stalled_handshake_not_an_advancing_one():
 
 
 def test_a_tunnel_owner_is_owed_a_slot_for_each_visitor_it_was_told_of():
-    server, reactor = make_server(max_handshakes=16, max_pending_per_tunnel=128)
+    server, reactor = make_server(max_handshakes=32)  # a share of 4; the client is told of 4 at a time
     _, control = open_tunnel(server)
-    for n in range(4):
+    for n in range(6):
         reactor.visit(20050, f"127.0.0.{n + 2}")
-    # Its share (2) and then one slot more per announced visitor, up to as many again.
-    data = [connect(server) for _ in range(4)]
+    assert len(announced_ids(control)) == 4
+    # Its share, and one slot more per announced visitor.
+    data = [connect(server) for _ in range(8)]
     assert not any(t.disconnecting for _, t in data)
-    extra, extra_transport = connect(server)
-    assert data[0][1].disconnecting and not extra_transport.disconnecting
-    data[0] = extra, extra_transport
-    # Claiming its visitors, the data connections leave the table.
-    for (protocol, _), id in zip(data, announced_ids(control)):
+    _, extra = connect(server)
+    assert data[0][1].disconnecting and not extra.disconnecting
+    # Claiming its visitors, data connections leave the table, and the address is owed no more for them.
+    for (protocol, _), id in zip(data[1:5], announced_ids(control)):
         protocol.dataReceived(encode(Accept(id)))
-    assert len(server.admission) == 0 and server.owed("127.0.0.1") == 0
+    assert server.admission.held_by("127.0.0.1") == 4
+    assert len(announced_ids(control)) == 6 and server.owed("127.0.0.1") == 2
 
 
 def test_a_failed_connection_that_cannot_flush_is_aborted():
