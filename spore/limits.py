@@ -80,14 +80,8 @@ def _warning(soft: int, hard: int, wanted: int | None, failure: Exception | None
     return None
 
 
-def open_file_limit() -> int | None:
-    """This process's soft open-file limit now; None when it has none."""
-    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return None if soft == resource.RLIM_INFINITY else soft
-
-
-def announce_open_file_limit(log) -> None:
-    """Raise the open-file limit and say, on ``log`` (a twisted Logger), what it allows."""
+def announce_open_file_limit(log) -> int | None:
+    """Raise the open-file limit and say, on ``log`` (a twisted Logger), what it allows: the limit now, if any."""
     soft, hard, warning = raise_open_file_limit()
     if warning:
         log.warn("{warning}", warning=warning)
@@ -96,3 +90,4 @@ def announce_open_file_limit(log) -> None:
             "open-file limit {soft}: room for about {connections} tunnelled connections",
             soft=soft, connections=max(0, (soft - RESERVED_FILES) // FILES_PER_CONNECTION),
         )
+    return None if soft == resource.RLIM_INFINITY else soft

@@ -467,7 +467,6 @@ class ServerFactory(Factory):
         guard_public: Callable[[Factory], Factory] = lambda factory: factory,
         metrics: ServerMetrics | None = None,
         turned_away: TurnedAway | None = None,
-        file_limit: Callable[[], int | None] = lambda: None,
     ) -> None:
         self.settings = settings
         self.reactor = reactor
@@ -485,7 +484,7 @@ class ServerFactory(Factory):
         self.tunnels: set[Tunnel] = set()
         self.forwarding: set[VisitorProtocol] = set()  # claimed visitors still connected
         self.visitors_open = 0  # on every public port, claimed or not
-        self.file_limit = file_limit
+        self.file_limit: int | None = None  # the open-file limit, once the service has raised it
         self.metrics.watch(
             tunnels=lambda: len(self.tunnels), pending=lambda: len(self.pending), forwarding=lambda: len(self.forwarding)
         )
@@ -503,7 +502,7 @@ class ServerFactory(Factory):
         of visitors held open on one tunnel cannot take the files that the
         others need.
         """
-        limit = self.file_limit()
+        limit = self.file_limit
         if limit is None:
             return True
         others_files = RESERVED_FILES + self.settings.max_handshakes + 2 * len(self.tunnels)

@@ -23,7 +23,7 @@ from spore import tls
 from spore.accepting import bound_accepts
 from spore.access import AccessRules
 from spore.handshake_budget import BudgetedTLSFactory, HandshakeBudget
-from spore.limits import announce_open_file_limit, open_file_limit
+from spore.limits import announce_open_file_limit
 from spore.metrics import ServerMetrics, metrics_site
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
 from spore.server import BACKLOG, ServerFactory
@@ -234,7 +234,7 @@ class ServerService(MultiService):
             super().privilegedStartService()
 
     def startService(self) -> None:
-        announce_open_file_limit(self.log)
+        self.factory.file_limit = announce_open_file_limit(self.log)
         with _explaining_listen_failure():
             super().startService()
 
@@ -275,10 +275,7 @@ def makeService(options: Options) -> ServerService:
     metrics = ServerMetrics()
     turned_away = TurnedAway(reactor, metrics)
     guard = _Guard(options, turned_away)
-    factory = ServerFactory(
-        options.settings, reactor, guard_public=guard, metrics=metrics, turned_away=turned_away,
-        file_limit=open_file_limit,
-    )
+    factory = ServerFactory(options.settings, reactor, guard_public=guard, metrics=metrics, turned_away=turned_away)
     served = factory
     if options.tls_options is not None:
         budget = HandshakeBudget(

@@ -390,7 +390,7 @@ def test_a_full_pending_table_sheds_from_the_source_with_the_most_connections_op
 def test_a_tunnel_past_its_share_of_the_open_files_leaves_room_for_the_others():
     server, reactor = make_server(max_pending_per_tunnel=1000, max_handshakes=64)
     # (0.9 x 600 - 64 reserved - 64 handshakes - 2 x 3 tunnels) / 2 files = 203 visitors; 67 each
-    server.file_limit = lambda: 600
+    server.file_limit = 600
     for port in (20001, 20002, 20003):
         open_tunnel(server, port)
     visitors = [reactor.visit(20001, f"127.0.{n // 200}.{n % 200 + 2}") for n in range(203 - 2 * 32)]
