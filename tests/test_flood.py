@@ -17,16 +17,17 @@ import pytest
 
 from spore.accepting import ACCEPTS_PER_TURN
 from spore.handshake_budget import SHARE
+from spore.settings import ServerSettings
 from spore.shedding import LOUD
 from tests.flood import ConnectionFlood, client_hello, sources, time_to_tunnel
 from tests.processes import TIMEOUT
 from tests.relay import SlowLink
 from tests.services import echo, echo_until_idle
-from tests.visitors import assert_echoes, exchange, memory, open_files
+from tests.visitors import MiB, assert_echoes, exchange, memory, open_files
 
 SECRET = "s3cret"
 
-MAX_HANDSHAKES = 1024  # the server's default
+MAX_HANDSHAKES = ServerSettings.max_handshakes  # the default the tests' servers run with
 
 IN_TIME = 2.0
 """Seconds a good client may take to open its tunnel during a flood."""
@@ -35,8 +36,6 @@ FLOODER = re.compile(r"127\.0\.(0\.(?!1\b)|1\.)\d+")
 """An address of the flood's (127.0.0.2 and up) in a log line."""
 
 SILENT, MID_FRAME = b"", b'{"Authenticate":"'
-
-MiB = 1 << 20
 
 
 def secret_args(secret: str | None) -> tuple[str, ...]:
