@@ -21,7 +21,7 @@ from collections import deque
 from itertools import count
 from typing import Callable, Protocol
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
+from twisted.internet.interfaces import IDelayedCall, IOpenSSLServerConnectionCreator, IProtocolFactory, IReactorTime
 
 from spore.access import source_key
 from spore.tls import HalfCloseTLSFactory, HalfCloseTLSTransport
@@ -175,3 +175,10 @@ class BudgetedTLSFactory(HalfCloseTLSFactory):
     def __init__(self, options, wrappedFactory, budget: HandshakeBudget) -> None:
         super().__init__(options, False, wrappedFactory)
         self.budget = budget
+
+
+def wrap_server_factory(
+    factory: IProtocolFactory, options: IOpenSSLServerConnectionCreator, budget: HandshakeBudget
+) -> BudgetedTLSFactory:
+    """A factory that speaks TLS around ``factory``'s protocols, on any listening endpoint."""
+    return BudgetedTLSFactory(options, factory, budget)

@@ -22,7 +22,7 @@ from spore import options as check
 from spore import tls
 from spore.accepting import bound_accepts
 from spore.access import AccessRules
-from spore.handshake_budget import BudgetedTLSFactory, HandshakeBudget
+from spore.handshake_budget import HandshakeBudget, wrap_server_factory
 from spore.limits import announce_open_file_limit
 from spore.metrics import ServerMetrics, metrics_site
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
@@ -284,7 +284,7 @@ def makeService(options: Options) -> ServerService:
             on_waiting=metrics.tls_handshakes_delayed.inc,
             weight=factory.admission.held_by,
         )
-        served = BudgetedTLSFactory(options.tls_options, factory, budget)
+        served = wrap_server_factory(factory, options.tls_options, budget)
     # A tunnel's owner may exceed its budget on the control port: its data
     # connections count only until they claim their visitors.
     guarded = guard(served, "control port", exempt=lambda host: factory.tunnels_per_host[host] > 0)

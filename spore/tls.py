@@ -226,11 +226,6 @@ class HalfCloseTLSFactory(TLSMemoryBIOFactory):
     protocol = HalfCloseTLSTransport
 
 
-def wrap_server_factory(factory: IProtocolFactory, options: IOpenSSLServerConnectionCreator) -> TLSMemoryBIOFactory:
-    """A factory that speaks TLS around ``factory``'s protocols, on any listening endpoint."""
-    return HalfCloseTLSFactory(options, False, factory)
-
-
 def client_options(
     hostname: str,
     cacertfile: str | None = None,

@@ -21,6 +21,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.ssl import Certificate, TLSVersion, optionsForClientTLS
 from twisted.python.failure import Failure
 
+from spore.handshake_budget import HandshakeBudget, wrap_server_factory
 from spore.tls import (
     NEEDS_CLIENT_CERTIFICATE,
     TLSConfigError,
@@ -28,7 +29,6 @@ from spore.tls import (
     describe_tls_failure,
     server_options,
     wrap_client_endpoint,
-    wrap_server_factory,
 )
 from tests.certs import PKI
 
@@ -114,7 +114,7 @@ class Outcome:
 async def exchange(reactor, server_tls, client_tls, host: str = "127.0.0.1", server=Greeter) -> Outcome:
     """One connection between a server and a client, either of them with TLS or without (None)."""
     recording = Recording(server)
-    factory = wrap_server_factory(recording, server_tls) if server_tls else recording
+    factory = wrap_server_factory(recording, server_tls, HandshakeBudget(reactor)) if server_tls else recording
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
     try:
         endpoint = HostnameEndpoint(reactor, host, port.getHost().port)

@@ -1,7 +1,8 @@
 """Half-close over TLS: close_notify as a FIN in one direction, the other still flowing.
 
 Real TLS over loopback sockets, between the transports that
-``wrap_server_factory`` and ``wrap_client_endpoint`` make.
+``spore.handshake_budget.wrap_server_factory`` (the server's) and
+``wrap_client_endpoint`` make.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ from twisted.logger import globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from spore.handshake_budget import HandshakeBudget, wrap_server_factory
 from spore.tls import (
     client_options,
     server_options,
     wrap_client_endpoint,
-    wrap_server_factory,
 )
 
 TIMEOUT = 5
@@ -89,7 +90,9 @@ def wait(d: Deferred, reactor) -> Deferred:
 
 async def connect(reactor, pki, server: Peer, client: Peer, handshake_first: bool):
     """A TLS connection between ``server`` and ``client``; returns the listening port."""
-    factory = wrap_server_factory(Factory.forProtocol(lambda: server), server_options(*pki.server))
+    factory = wrap_server_factory(
+        Factory.forProtocol(lambda: server), server_options(*pki.server), HandshakeBudget(reactor)
+    )
     port = await TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1").listen(factory)
     endpoint = HostnameEndpoint(reactor, "127.0.0.1", port.getHost().port)
     endpoint = wrap_client_endpoint(endpoint, client_options("127.0.0.1", pki.ca))
