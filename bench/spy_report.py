@@ -67,7 +67,7 @@ def main() -> None:
             stack, _, count = line.rstrip("\n").rpartition(" ")
             n = int(count)
             frames = stack.split(";")
-            if any("_find_and_load" in fr or "<module>" in fr and "__main__" not in fr for fr in frames):
+            if any("_find_and_load" in fr for fr in frames):
                 continue  # start-up imports
             total += n
             own[frames[-1]] += n

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import atexit
 import sys
 from typing import NoReturn
 
 from twisted.logger import (
+    FileLogObserver,
     FilteringLogObserver,
     InvalidLogLevelError,
     LogLevel,
@@ -13,11 +15,11 @@ from twisted.logger import (
     PredicateResult,
     globalLogBeginner,
     jsonFileLogObserver,
-    textFileLogObserver,
 )
 from twisted.python import usage
 
 from spore import local_tap, server_tap
+from spore.log_output import CoalescingStream, format_line
 from spore.options import SporeOptions
 
 
@@ -49,7 +51,7 @@ class Options(usage.Options):
 
 _TAPS = {"server": server_tap, "local": local_tap}
 _OBSERVERS = {
-    "text": textFileLogObserver,
+    "text": lambda stream: FileLogObserver(stream, format_line),
     "json": lambda stream: jsonFileLogObserver(stream, recordSeparator=""),  # plain JSON lines
 }
 
@@ -74,7 +76,10 @@ def main(argv: list[str] | None = None) -> NoReturn:
 
     from twisted.internet import reactor
 
-    observer = _OBSERVERS[options["log-format"]](sys.stderr)
+    stream = CoalescingStream(sys.stderr, reactor)
+    reactor.addSystemEventTrigger("after", "shutdown", stream.flush_now)
+    atexit.register(stream.flush_now)  # a client that failed exits before the reactor shuts down
+    observer = _OBSERVERS[options["log-format"]](stream)
     globalLogBeginner.beginLoggingTo(
         [FilteringLogObserver(observer, [LogLevelFilterPredicate(options["log-level"]), _not_retry_chatter])],
         redirectStandardIO=False,
