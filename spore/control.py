@@ -15,6 +15,7 @@ from twisted.protocols.basic import LineReceiver
 
 from spore import messages
 from spore.messages import Message, ProtocolError
+from spore.sending import writer
 from spore.splice import SpliceProtocol
 
 HANDSHAKE_TIMEOUT = 3.0
@@ -33,8 +34,12 @@ class FrameProtocol(LineReceiver, SpliceProtocol):
     clock: IReactorTime
     _deadline: IDelayedCall | None = None
 
+    def makeConnection(self, transport) -> None:
+        self.write = writer(transport)  # transport.write, sending at once where it can (spore.sending)
+        super().makeConnection(transport)
+
     def send(self, message: Message) -> None:
-        self.transport.write(messages.encode(message))
+        self.write(messages.encode(message))
 
     def lineReceived(self, line: bytes) -> None:
         try:
@@ -48,7 +53,7 @@ class FrameProtocol(LineReceiver, SpliceProtocol):
         self.protocolError(messages.FRAME_TOO_LONG)
 
     def rawDataReceived(self, data: bytes) -> None:
-        self.peer.transport.write(data)
+        self.write_peer(data)
 
     def readConnectionLost(self) -> None:
         if self.peer is not None or not self.line_mode:

@@ -105,7 +105,7 @@ class VisitorProtocol(SpliceProtocol):
 
     def dataReceived(self, data: bytes) -> None:
         self.metrics.bytes_proxied.inc(len(data))
-        self.peer.transport.write(data)
+        self.write_peer(data)
 
     def claimed(self) -> None:
         self.tunnel.stop_waiting(self)
@@ -433,7 +433,7 @@ class ServerProtocol(FrameProtocol):
 
     def rawDataReceived(self, data: bytes) -> None:
         self.server.metrics.bytes_proxied.inc(len(data))
-        self.peer.transport.write(data)
+        self.write_peer(data)
 
     def _close_tunnel(self) -> None:
         if self.tunnel is not None:

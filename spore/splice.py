@@ -15,6 +15,8 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from spore.sending import writer
+
 
 @implementer(IHalfCloseableProtocol)
 class SpliceProtocol(Protocol):
@@ -28,6 +30,7 @@ class SpliceProtocol(Protocol):
     def splice(self, peer: SpliceProtocol) -> None:
         """Join this connection to ``peer`` and start reading from both."""
         self.peer, peer.peer = peer, self
+        self.write_peer, peer.write_peer = writer(peer.transport), writer(self.transport)
         for side in (self, peer):
             side.transport.registerProducer(side.peer.transport, True)
             side._consuming = True
@@ -39,7 +42,7 @@ class SpliceProtocol(Protocol):
                 side.transport.resumeProducing()
 
     def dataReceived(self, data: bytes) -> None:
-        self.peer.transport.write(data)
+        self.write_peer(data)
 
     def readConnectionLost(self) -> None:
         self._read_done = True

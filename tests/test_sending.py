@@ -1,0 +1,165 @@
+"""Writing at once to a Twisted TCP connection (spore.sending), on real sockets.
+
+These tests read what reached the kernel with a plain socket, without letting
+the reactor run: they fail if write_now stops sending at once, and if a
+Twisted upgrade changes the private state it reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+
+import pytest_twisted
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.internet.ssl import optionsForClientTLS
+from twisted.protocols.tls import TLSMemoryBIOFactory
+from zope.interface import implementer
+
+from spore.policies import CountedProtocol, LimitPerPeer, PeerLimit
+from spore.sending import raw_tcp, write_now, writer
+
+TIMEOUT = 10
+
+
+class Connected(ClientFactory):
+    def __init__(self) -> None:
+        self.made: Deferred[Protocol] = Deferred()
+
+    def buildProtocol(self, addr) -> Protocol:
+        protocol = Protocol()
+        protocol.connectionMade = lambda: self.made.callback(protocol)
+        return protocol
+
+
+async def twisted_to_plain_socket(reactor):
+    """A Twisted TCP client connected to a plain socket, which the test reads directly."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    factory = Connected()
+    reactor.connectTCP("127.0.0.1", listener.getsockname()[1], factory)
+    protocol = await factory.made.addTimeout(TIMEOUT, reactor)
+    plain, _ = listener.accept()
+    listener.close()
+    plain.settimeout(TIMEOUT)
+    return protocol.transport, plain
+
+
+def recv_exactly(sock: socket.socket, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = sock.recv(min(size, 1 << 20))
+        assert chunk, "closed early"
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+async def turn(reactor, seconds: float = 0.05) -> None:
+    d = Deferred()
+    reactor.callLater(seconds, d.callback, None)
+    await d
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytes_reach_the_socket_before_the_reactor_turns(reactor):
+    transport, plain = await twisted_to_plain_socket(reactor)
+    try:
+        assert raw_tcp(transport) is transport
+        write_now(transport, b"at once")
+        plain.setblocking(False)
+        assert plain.recv(100) == b"at once"  # raises BlockingIOError if it was only queued
+        assert not transport._tempDataLen and transport.dataBuffer == b""
+    finally:
+        transport.abortConnection()
+        plain.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_bytes_queued_before_keep_their_place(reactor):
+    transport, plain = await twisted_to_plain_socket(reactor)
+    try:
+        transport.write(b"first ")
+        write_now(transport, b"second")
+        await turn(reactor)
+        assert recv_exactly(plain, 12) == b"first second"
+    finally:
+        transport.abortConnection()
+        plain.close()
+
+
+@implementer(IPushProducer)
+class Producer:
+    paused = False
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        pass
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_the_kernel_does_not_take_is_queued_and_pauses_the_producer(reactor):
+    transport, plain = await twisted_to_plain_socket(reactor)
+    producer = Producer()
+    transport.registerProducer(producer, True)
+    data = os.urandom(8 << 20)  # more than any socket buffer takes
+    try:
+        write_now(transport, data)
+        assert 0 < transport._tempDataLen < len(data)  # the kernel took some, Twisted holds the rest
+        assert producer.paused
+        received = hashlib.sha256()
+        left = len(data)
+        while left:  # read while the reactor sends the rest
+            await turn(reactor, 0.001)
+            plain.setblocking(False)
+            try:
+                while chunk := plain.recv(1 << 20):
+                    received.update(chunk)
+                    left -= len(chunk)
+            except BlockingIOError:
+                pass
+        assert received.digest() == hashlib.sha256(data).digest()
+        assert not producer.paused
+    finally:
+        transport.unregisterProducer()
+        transport.abortConnection()
+        plain.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_after_a_half_close_nothing_more_is_sent(reactor):
+    transport, plain = await twisted_to_plain_socket(reactor)
+    try:
+        transport.loseWriteConnection()
+        await turn(reactor)  # the FIN is sent
+        write_now(transport, b"too late")
+        await turn(reactor)
+        assert plain.recv(100) == b""  # the FIN, and nothing after it
+    finally:
+        transport.abortConnection()
+        plain.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_tls_is_never_bypassed_and_pass_through_wrappers_are(reactor):
+    transport, plain = await twisted_to_plain_socket(reactor)
+    try:
+        tls = TLSMemoryBIOFactory(optionsForClientTLS("example.com"), True, Connected()).buildProtocol(None)
+        assert raw_tcp(tls) is None
+        assert writer(tls) == tls.write
+        transport.TLS = True  # what Twisted's startTLS sets on the transport itself
+        assert raw_tcp(transport) is None
+        transport.TLS = False
+        counted = CountedProtocol(LimitPerPeer(ClientFactory(), PeerLimit(1)), Protocol(), "127.0.0.1")
+        counted.makeConnection(transport)
+        assert raw_tcp(counted) is transport
+    finally:
+        transport.abortConnection()
+        plain.close()
