@@ -14,7 +14,7 @@ from twisted.internet.endpoints import TCP4ServerEndpoint, TCP6ServerEndpoint
 from twisted.internet.error import CannotListenError
 from twisted.internet.interfaces import IHandshakeListener, IListeningPort
 from twisted.internet.protocol import Factory
-from twisted.internet.task import LoopingCall, deferLater
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -24,6 +24,7 @@ from spore.access import peer_key, source_key
 from spore.admission import Admission, share_of
 from spore.announcing import Announcements
 from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
+from spore.heartbeats import Heartbeats
 from spore.limits import FILES_PER_CONNECTION, RESERVED_FILES
 from spore.messages import (
     Accept,
@@ -32,7 +33,6 @@ from spore.messages import (
     ClientMessage,
     Connection,
     Error,
-    Heartbeat,
     Hello,
     decode_client_message,
 )
@@ -167,8 +167,6 @@ class Tunnel:
         self.server = control.server
         self.listening = listening
         self.port: int = listening.getHost().port
-        self.heartbeat = LoopingCall(control.send, Heartbeat())
-        self.heartbeat.clock = self.server.clock
         self.source = control.source
         # Visitors connected now, from each source: who has the most is shed
         # first and announced last, so a flood of visitors displaces its own.
@@ -184,7 +182,7 @@ class Tunnel:
 
     def start(self) -> None:
         self.control.send(Hello(self.port))
-        self.heartbeat.start(self.server.settings.heartbeat_interval, now=True)
+        self.server.heartbeats.add(self, self.control.write)
 
     def visitor_arrived(self, visitor: VisitorProtocol) -> None:
         server = self.server
@@ -243,8 +241,7 @@ class Tunnel:
             self._announce(following)
 
     def close(self) -> Deferred:
-        if self.heartbeat.running:
-            self.heartbeat.stop()
+        self.server.heartbeats.remove(self)
         return self.listening.stopListening()
 
 
@@ -482,6 +479,7 @@ class ServerFactory(Factory):
         self.turned_away = turned_away or TurnedAway(reactor, self.metrics)
         self.tunnels_per_host: Counter[str] = Counter()
         self.tunnels: set[Tunnel] = set()
+        self.heartbeats = Heartbeats(reactor, settings.heartbeat_interval)
         self.forwarding: set[VisitorProtocol] = set()  # claimed visitors still connected
         self.visitors_open = 0  # on every public port, claimed or not
         self.file_limit: int | None = None  # the open-file limit, once the service has raised it
