@@ -6,20 +6,11 @@ import atexit
 import sys
 from typing import NoReturn
 
-from twisted.logger import (
-    FileLogObserver,
-    FilteringLogObserver,
-    InvalidLogLevelError,
-    LogLevel,
-    LogLevelFilterPredicate,
-    PredicateResult,
-    globalLogBeginner,
-    jsonFileLogObserver,
-)
+from twisted.logger import FileLogObserver, InvalidLogLevelError, LogLevel, globalLogBeginner, jsonFileLogObserver
 from twisted.python import usage
 
 from spore import local_tap, server_tap
-from spore.log_output import CoalescingStream, format_line
+from spore.log_output import CoalescingStream, LogOutput, format_line
 from spore.options import SporeOptions
 
 
@@ -56,13 +47,13 @@ _OBSERVERS = {
 }
 
 
-def _not_retry_chatter(event: dict) -> PredicateResult:
+def _not_retry_chatter(event: dict) -> bool:
     # ClientService announces each retry naming an endpoint object; the
     # client's own warning already says the tunnel was lost and is reconnecting.
-    if event.get("log_namespace", "").startswith("twisted.application._client_service"):
-        if event.get("log_level") == LogLevel.info:
-            return PredicateResult.no
-    return PredicateResult.maybe
+    return not (
+        event["log_level"] == LogLevel.info
+        and event["log_namespace"].startswith("twisted.application._client_service")
+    )
 
 
 def main(argv: list[str] | None = None) -> NoReturn:
@@ -81,8 +72,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
     atexit.register(stream.flush_now)  # a client that failed exits before the reactor shuts down
     observer = _OBSERVERS[options["log-format"]](stream)
     globalLogBeginner.beginLoggingTo(
-        [FilteringLogObserver(observer, [LogLevelFilterPredicate(options["log-level"]), _not_retry_chatter])],
-        redirectStandardIO=False,
+        [LogOutput(observer, stream, options["log-level"], _not_retry_chatter)], redirectStandardIO=False
     )
     service = _TAPS[options.subCommand].makeService(options.subOptions)
     service.startService()

@@ -9,16 +9,18 @@ writes the same line with ``str.format_map`` and a timestamp made once a
 second, and ``CoalescingStream`` gathers the lines of a short while into one
 write.  Events this fast path cannot format exactly as Twisted would (a
 failure's traceback, the ``{call()}`` syntax, a missing field) go through
-Twisted's own formatter.
+Twisted's own formatter.  A warning or worse is written at once, with
+whatever waited before it.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import IO, Any
+from typing import IO, Any, Callable
 
-from twisted.logger import formatEventAsClassicLogText, timeFormatRFC3339
+from twisted.logger import ILogObserver, LogLevel, formatEventAsClassicLogText, timeFormatRFC3339
 from twisted.python.threadable import isInIOThread
+from zope.interface import implementer
 
 COALESCE_FOR = 0.1
 """Seconds a log line may wait for others to share its write."""
@@ -96,3 +98,33 @@ class CoalescingStream:
         if lines:
             self.stream.write("".join(lines))
             self.stream.flush()
+
+
+@implementer(ILogObserver)
+class LogOutput:
+    """Passes ``observer`` the events at least as severe as ``least`` that ``wanted`` accepts.
+
+    The test of ``FilteringLogObserver`` with ``LogLevelFilterPredicate``
+    (an event without a level or a namespace is dropped), without its
+    per-namespace levels, which ``spore`` does not use.
+    """
+
+    def __init__(
+        self,
+        observer: ILogObserver,
+        stream: CoalescingStream,
+        least: LogLevel,
+        wanted: Callable[[dict[str, Any]], bool] = lambda event: True,
+    ) -> None:
+        self.observer = observer
+        self.stream = stream
+        self.least = least
+        self.wanted = wanted
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        level = event.get("log_level")
+        if level is None or level < self.least or not event.get("log_namespace") or not self.wanted(event):
+            return
+        self.observer(event)
+        if level >= LogLevel.warn:
+            self.stream.flush_now()

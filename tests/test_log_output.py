@@ -6,10 +6,10 @@ import io
 
 import pytest
 from twisted.internet.task import Clock
-from twisted.logger import LogLevel, formatEvent, textFileLogObserver
+from twisted.logger import FileLogObserver, LogLevel, formatEvent, textFileLogObserver
 from twisted.python.failure import Failure
 
-from spore.log_output import CoalescingStream, format_line
+from spore.log_output import CoalescingStream, LogOutput, format_line
 
 
 def twisted_line(event: dict) -> str:
@@ -99,4 +99,30 @@ def test_outside_the_clocks_thread_lines_are_written_at_once():
     stream.write("from a thread\n")
     stream.flush()
     assert out.getvalue() == "from a thread\n"
+    assert not clock.getDelayedCalls()
+
+
+def output(least=LogLevel.info, wanted=lambda event: True):
+    clock, out = Clock(), io.StringIO()
+    stream = CoalescingStream(out, clock, in_clock_thread=lambda: True)
+    return LogOutput(FileLogObserver(stream, format_line), stream, least, wanted), out, clock
+
+
+def test_events_below_the_level_or_without_level_or_namespace_are_dropped():
+    observe, out, clock = output(least=LogLevel.info, wanted=lambda event: "secret" not in event["log_format"])
+    observe(event("kept"))
+    observe(event("too small", log_level=LogLevel.debug))
+    observe(event("no level", log_level=None))
+    observe(event("no namespace", log_namespace=""))
+    observe(event("a secret"))
+    clock.advance(1)
+    assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == ["kept"]
+
+
+def test_a_warning_is_written_at_once_with_what_waited_before_it():
+    observe, out, clock = output()
+    observe(event("first"))
+    assert out.getvalue() == ""
+    observe(event("trouble", log_level=LogLevel.warn))
+    assert [line.split("] ", 1)[1] for line in out.getvalue().splitlines()] == ["first", "trouble"]
     assert not clock.getDelayedCalls()
