@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import sys
 import uuid
-from typing import Callable, TextIO
+from typing import TextIO
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import error
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime, IStreamClientEndpoint
-from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from spore import auth
 from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
+from spore.dialing import Dialer, EndpointDialer, QuietFactory
 from spore.messages import (
     Accept,
     Authenticate,
@@ -60,18 +60,6 @@ def describe_connect_failure(reason: Failure) -> str:
     if reason.check(error.DNSLookupError):
         return "host name not found"
     return reason.getErrorMessage()
-
-
-class _Factory(Factory):
-    """Builds one protocol per connection attempt, quietly."""
-
-    noisy = False
-
-    def __init__(self, build: Callable[[], Protocol]) -> None:
-        self.build = build
-
-    def buildProtocol(self, addr) -> Protocol:
-        return self.build()
 
 
 class ServerConnectionProtocol(FrameProtocol):
@@ -258,11 +246,16 @@ class LocalClient:
         server: IStreamClientEndpoint,
         local: IStreamClientEndpoint,
         stdout: TextIO | None = None,
+        dial_server: Dialer | None = None,
+        dial_local: Dialer | None = None,
     ) -> None:
+        """``server`` and ``local`` are where to connect; ``dial_*``, if given, dial the same places faster (spore.dialing)."""
         self.settings = settings
         self.clock = clock
         self.server_endpoint = server
         self.local_endpoint = local
+        self.dial_server = dial_server or EndpointDialer(server)
+        self.dial_local = dial_local or EndpointDialer(local)
         self.stdout = stdout if stdout is not None else sys.__stdout__
         self.server = f"{settings.to}:{settings.control_port}"
         self.local_address = f"{settings.local_host}:{settings.local_port}"
@@ -271,7 +264,7 @@ class LocalClient:
         self.lost_at: float | None = None  # when that tunnel was lost
         self.service = ClientService(
             server,
-            _Factory(lambda: ControlProtocol(self)),
+            QuietFactory(lambda: ControlProtocol(self)),
             retryPolicy=backoffPolicy(initialDelay=0.5, maxDelay=settings.max_retry_interval, factor=2.0),
             clock=clock,
         )
@@ -333,8 +326,7 @@ class LocalClient:
     def visitor_arrived(self, id: uuid.UUID) -> None:
         self.log.info("new connection {id}", id=str(id))
         local = self.connect_local()
-        d = self.server_endpoint.connect(_Factory(lambda: DataProtocol(self, id, local)))
-        d.addErrback(self._data_failed, id, local)
+        self.dial_server.dial(lambda: DataProtocol(self, id, local), lambda reason: self._data_failed(reason, id, local))
 
     def _data_failed(self, reason: Failure, id: uuid.UUID, local: Deferred[SpliceProtocol]) -> None:
         _abandon(local)
@@ -344,9 +336,18 @@ class LocalClient:
         )
 
     def connect_local(self) -> Deferred[SpliceProtocol]:
-        d = self.local_endpoint.connect(_Factory(SpliceProtocol))
-        return d.addCallback(self._tune)
+        made: Deferred[SpliceProtocol] = Deferred()
+        self.dial_local.dial(lambda: LocalProtocol(self.settings, made), made.errback)
+        return made
 
-    def _tune(self, protocol: SpliceProtocol) -> SpliceProtocol:
-        tune(protocol.transport, self.settings.sndbuf, self.settings.recbuf)
-        return protocol
+
+class LocalProtocol(SpliceProtocol):
+    """A connection to the local service, for one visitor."""
+
+    def __init__(self, settings: LocalSettings, made: Deferred[SpliceProtocol]) -> None:
+        self.settings = settings
+        self.made = made
+
+    def connectionMade(self) -> None:
+        tune(self.transport, self.settings.sndbuf, self.settings.recbuf)
+        self.made.callback(self)

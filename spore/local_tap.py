@@ -16,6 +16,7 @@ from zope.interface import implementer
 from spore import options as check
 from spore import tls
 from spore.control import HANDSHAKE_TIMEOUT
+from spore.dialing import tcp_dialer
 from spore.limits import announce_open_file_limit
 from spore.local import LocalClient, TunnelFailed
 from spore.settings import DEFAULT_CONTROL_PORT, LocalSettings
@@ -166,10 +167,19 @@ class LocalService(Service):
 
     exit_status = 0
 
-    def __init__(self, settings: LocalSettings, reactor, server: IStreamClientEndpoint) -> None:
+    def __init__(
+        self, settings: LocalSettings, reactor, server: IStreamClientEndpoint, plain_tcp_server: bool = False
+    ) -> None:
+        """``plain_tcp_server``: the server is ``settings.to``, an IP address, reached without TLS."""
         self.reactor = reactor
-        local = dial(reactor, settings.local_host, settings.local_port, settings.local_connect_timeout)
-        self.client = LocalClient(settings, reactor, server, local)
+        host, port = settings.local_host, settings.local_port
+        local = dial(reactor, host, port, settings.local_connect_timeout)
+        self.client = LocalClient(
+            settings, reactor, server, local,
+            dial_server=tcp_dialer(reactor, settings.to, settings.control_port, HANDSHAKE_TIMEOUT)
+            if plain_tcp_server else None,
+            dial_local=tcp_dialer(reactor, host, port, settings.local_connect_timeout),
+        )
 
     def startService(self) -> None:
         super().startService()
@@ -201,4 +211,5 @@ class LocalService(Service):
 def makeService(options: Options) -> LocalService:
     from twisted.internet import reactor
 
-    return LocalService(options.settings, reactor, server_endpoint(options, reactor))
+    plain_tcp = not (options["connect"] or options.settings.tls)
+    return LocalService(options.settings, reactor, server_endpoint(options, reactor), plain_tcp_server=plain_tcp)
