@@ -53,6 +53,12 @@ class FrameProtocol(LineReceiver, SpliceProtocol):
         self.protocolError(messages.FRAME_TOO_LONG)
 
     def rawDataReceived(self, data: bytes) -> None:
+        # LineReceiver has handed over all it held: later reads can skip it.
+        self.dataReceived = self.forward
+        self.forward(data)
+
+    def forward(self, data: bytes) -> None:
+        """Payload from the peer, once spliced."""
         self.write_peer(data)
 
     def readConnectionLost(self) -> None:

@@ -428,7 +428,7 @@ class ServerProtocol(FrameProtocol):
         self.setRawMode()
         self.splice(visitor)
 
-    def rawDataReceived(self, data: bytes) -> None:
+    def forward(self, data: bytes) -> None:
         self.server.metrics.bytes_proxied.inc(len(data))
         self.write_peer(data)
 

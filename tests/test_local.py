@@ -6,7 +6,7 @@ import io
 import uuid
 
 import pytest
-from twisted.internet.defer import fail
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.python.failure import Failure
 
@@ -83,6 +83,28 @@ def test_a_data_connection_answers_the_challenge_before_accepting():
     assert data_transport.value() == b""
     data.dataReceived(encode(Challenge(ID)))
     assert data_transport.value() == b'{"Authenticate":"%s"}\0' % auth.answer("s3cret", ID).encode() + encode(Accept(other))
+
+
+class SlowEndpoint(MemoryEndpoint):
+    """Connects only when the test says so."""
+
+    def connect(self, factory):
+        self.pending = lambda: MemoryEndpoint.connect(self, factory)
+        return Deferred()
+
+
+def test_bytes_that_come_with_the_challenge_wait_for_the_local_service_and_then_flow():
+    client, reactor, server, stdout, outcome = start(secret="s3cret", local=SlowEndpoint())
+    control, _ = server.connections[0]
+    control.dataReceived(encode(Challenge(ID)) + encode(Hello(20345)) + encode(Connection(ID)))
+    data, data_transport = server.connections[1]
+    data.dataReceived(encode(Challenge(ID)) + b"visitor bytes in the same read")
+    data.dataReceived(b", and more")  # the transport is paused; a real one would not read this yet
+    client.local_endpoint.pending()
+    local, local_transport = client.local_endpoint.connections[0]
+    assert local_transport.value() == b"visitor bytes in the same read, and more"
+    data.dataReceived(b" and then")
+    assert local_transport.value().endswith(b"more and then")
 
 
 def test_a_refusing_local_service_closes_the_visitor_and_keeps_the_tunnel():
