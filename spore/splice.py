@@ -15,7 +15,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from spore.sending import writer
+from spore.sending import lose_write_now, writer
 
 
 @implementer(IHalfCloseableProtocol)
@@ -59,7 +59,7 @@ class SpliceProtocol(Protocol):
     def _peer_finished(self) -> None:
         # The peer will send nothing more: flush what we have, then FIN.
         self._stop_consuming()
-        self.transport.loseWriteConnection()
+        lose_write_now(self.transport)
 
     def _stop_consuming(self) -> None:
         # Twisted waits for a registered producer to produce again before it

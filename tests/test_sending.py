@@ -13,14 +13,14 @@ import socket
 
 import pytest_twisted
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from spore.policies import CountedProtocol, LimitPerPeer, PeerLimit
-from spore.sending import raw_tcp, write_now, writer
+from spore.sending import lose_write_now, raw_tcp, write_now, writer
 
 TIMEOUT = 10
 
@@ -160,6 +160,48 @@ async def test_tls_is_never_bypassed_and_pass_through_wrappers_are(reactor):
         counted = CountedProtocol(LimitPerPeer(ClientFactory(), PeerLimit(1)), Protocol(), "127.0.0.1")
         counted.makeConnection(transport)
         assert raw_tcp(counted) is transport
+    finally:
+        transport.abortConnection()
+        plain.close()
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseable(Protocol):
+    write_lost = False
+
+    def writeConnectionLost(self) -> None:
+        self.write_lost = True
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_half_close_with_nothing_queued_sends_the_fin_at_once(reactor):
+    transport, plain = await twisted_to_plain_socket(reactor)
+    protocol = HalfCloseable()
+    transport.protocol = protocol
+    try:
+        write_now(transport, b"all of it")
+        lose_write_now(transport)
+        assert protocol.write_lost and transport._writeDisconnected
+        assert recv_exactly(plain, 9) == b"all of it"
+        plain.setblocking(False)
+        assert plain.recv(100) == b""  # the FIN is there already: no reactor turn has run
+        plain.sendall(b"the other way still flows")
+        await turn(reactor)
+        assert transport.connected
+    finally:
+        transport.abortConnection()
+        plain.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_half_close_behind_queued_bytes_waits_for_them(reactor):
+    transport, plain = await twisted_to_plain_socket(reactor)
+    try:
+        transport.write(b"queued")
+        lose_write_now(transport)
+        assert not transport._writeDisconnected  # Twisted sends the bytes, then the FIN
+        await turn(reactor)
+        assert recv_exactly(plain, 6) == b"queued" and plain.recv(100) == b""
     finally:
         transport.abortConnection()
         plain.close()
