@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import socket
+from contextlib import contextmanager
 
 import pytest_twisted
 from twisted.internet.defer import Deferred
@@ -47,6 +48,16 @@ async def twisted_to_plain_socket(reactor):
     return protocol.transport, plain
 
 
+@contextmanager
+def closing(transport, plain: socket.socket):
+    """Both ends closed when the test is done, whatever happened."""
+    try:
+        yield
+    finally:
+        transport.abortConnection()
+        plain.close()
+
+
 def recv_exactly(sock: socket.socket, size: int) -> bytes:
     chunks = []
     while size:
@@ -66,28 +77,22 @@ async def turn(reactor, seconds: float = 0.05) -> None:
 @pytest_twisted.ensureDeferred
 async def test_bytes_reach_the_socket_before_the_reactor_turns(reactor):
     transport, plain = await twisted_to_plain_socket(reactor)
-    try:
+    with closing(transport, plain):
         assert raw_tcp(transport) is transport
         write_now(transport, b"at once")
         plain.setblocking(False)
         assert plain.recv(100) == b"at once"  # raises BlockingIOError if it was only queued
         assert not transport._tempDataLen and transport.dataBuffer == b""
-    finally:
-        transport.abortConnection()
-        plain.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_bytes_queued_before_keep_their_place(reactor):
     transport, plain = await twisted_to_plain_socket(reactor)
-    try:
+    with closing(transport, plain):
         transport.write(b"first ")
         write_now(transport, b"second")
         await turn(reactor)
         assert recv_exactly(plain, 12) == b"first second"
-    finally:
-        transport.abortConnection()
-        plain.close()
 
 
 @implementer(IPushProducer)
@@ -110,13 +115,13 @@ async def test_what_the_kernel_does_not_take_is_queued_and_pauses_the_producer(r
     producer = Producer()
     transport.registerProducer(producer, True)
     data = os.urandom(8 << 20)  # more than any socket buffer takes
-    try:
+    with closing(transport, plain):
         write_now(transport, data)
         assert 0 < transport._tempDataLen < len(data)  # the kernel took some, Twisted holds the rest
         assert producer.paused
         received = hashlib.sha256()
-        left = len(data)
-        while left:  # read while the reactor sends the rest
+        left, deadline = len(data), reactor.seconds() + TIMEOUT
+        while left and reactor.seconds() < deadline:  # read while the reactor sends the rest
             await turn(reactor, 0.001)
             plain.setblocking(False)
             try:
@@ -127,30 +132,24 @@ async def test_what_the_kernel_does_not_take_is_queued_and_pauses_the_producer(r
                 pass
         assert received.digest() == hashlib.sha256(data).digest()
         assert not producer.paused
-    finally:
         transport.unregisterProducer()
-        transport.abortConnection()
-        plain.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_after_a_half_close_nothing_more_is_sent(reactor):
     transport, plain = await twisted_to_plain_socket(reactor)
-    try:
+    with closing(transport, plain):
         transport.loseWriteConnection()
         await turn(reactor)  # the FIN is sent
         write_now(transport, b"too late")
         await turn(reactor)
         assert plain.recv(100) == b""  # the FIN, and nothing after it
-    finally:
-        transport.abortConnection()
-        plain.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_tls_is_never_bypassed_and_pass_through_wrappers_are(reactor):
     transport, plain = await twisted_to_plain_socket(reactor)
-    try:
+    with closing(transport, plain):
         tls = TLSMemoryBIOFactory(optionsForClientTLS("example.com"), True, Connected()).buildProtocol(None)
         assert raw_tcp(tls) is None
         assert writer(tls) == tls.write
@@ -160,9 +159,6 @@ async def test_tls_is_never_bypassed_and_pass_through_wrappers_are(reactor):
         counted = CountedProtocol(LimitPerPeer(ClientFactory(), PeerLimit(1)), Protocol(), "127.0.0.1")
         counted.makeConnection(transport)
         assert raw_tcp(counted) is transport
-    finally:
-        transport.abortConnection()
-        plain.close()
 
 
 @implementer(IHalfCloseableProtocol)
@@ -178,7 +174,7 @@ async def test_a_half_close_with_nothing_queued_sends_the_fin_at_once(reactor):
     transport, plain = await twisted_to_plain_socket(reactor)
     protocol = HalfCloseable()
     transport.protocol = protocol
-    try:
+    with closing(transport, plain):
         write_now(transport, b"all of it")
         lose_write_now(transport)
         assert protocol.write_lost and transport._writeDisconnected
@@ -188,20 +184,14 @@ async def test_a_half_close_with_nothing_queued_sends_the_fin_at_once(reactor):
         plain.sendall(b"the other way still flows")
         await turn(reactor)
         assert transport.connected
-    finally:
-        transport.abortConnection()
-        plain.close()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_half_close_behind_queued_bytes_waits_for_them(reactor):
     transport, plain = await twisted_to_plain_socket(reactor)
-    try:
+    with closing(transport, plain):
         transport.write(b"queued")
         lose_write_now(transport)
         assert not transport._writeDisconnected  # Twisted sends the bytes, then the FIN
         await turn(reactor)
         assert recv_exactly(plain, 6) == b"queued" and plain.recv(100) == b""
-    finally:
-        transport.abortConnection()
-        plain.close()
