@@ -360,7 +360,7 @@ def test_a_client_that_trickles_a_byte_a_second_is_closed_at_three_seconds():
 def test_the_client_is_told_of_half_as_many_visitors_as_may_wait_and_of_the_rest_in_turn():
     server, reactor = make_server(max_pending_per_tunnel=16)
     _, control = open_tunnel(server)
-    flood = [reactor.visit(20050, f"127.0.0.{n}") for n in range(2, 10)]  # 8: the window is full
+    [reactor.visit(20050, f"127.0.0.{n}") for n in range(2, 10)]  # 8: the window is full
     assert len(announced_ids(control)) == 8
     # Two sources with more open, then one real visitor: it goes next.
     held = [reactor.visit(20050, f"127.0.0.{n}") for n in (2, 3)]
