@@ -242,6 +242,7 @@ def server(args) -> None:
             control["pipe"].send(frame({"Connection": id}))
 
     listener(args.control_port, on_control)
+    print(f"listening on {args.bind_addr}:{args.control_port}", flush=True)  # what benchmarks wait for
     loop()
 
 
