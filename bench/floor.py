@@ -295,10 +295,10 @@ def loop() -> None:
                 target.on_readable()
 
 
-def main() -> None:
-    global ZERO_COPY
+def parse_args(option: str, help: str) -> argparse.Namespace:
+    """The command line bench.py gives spore, with one flag of a floor's own (``option``)."""
     parser = argparse.ArgumentParser()
-    parser.add_argument("--zero-copy", action="store_true", help="splice(2) spliced bytes through a kernel pipe")
+    parser.add_argument(option, action="store_true", help=help)
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("server")
     s.add_argument("--bind-addr", default="127.0.0.1")
@@ -311,7 +311,12 @@ def main() -> None:
     c.add_argument("-l", "--local-host", default="127.0.0.1")
     c.add_argument("--control-port", type=int, default=7835)
     c.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    global ZERO_COPY
+    args = parse_args("--zero-copy", "splice(2) spliced bytes through a kernel pipe")
     ZERO_COPY = args.zero_copy
     try:
         (server if args.command == "server" else local)(args)

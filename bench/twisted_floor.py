@@ -20,11 +20,11 @@ security, limits, logging, metrics and timeouts.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import uuid
 
+from floor import parse_args  # bench/floor.py: the same command line
 from twisted.internet import reactor
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
@@ -171,22 +171,8 @@ def local(args) -> None:
 
 def main() -> None:
     global send, finish, tune
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--lean", action="store_true", help="with Spore's ways around Twisted's costs: spore.sending's "
-                        "writes and half-closes at once, spore.sockets.tune's TCP_NODELAY and 256 KiB reads")
-    sub = parser.add_subparsers(dest="command", required=True)
-    s = sub.add_parser("server")
-    s.add_argument("--bind-addr", default="127.0.0.1")
-    s.add_argument("--control-port", type=int, default=7835)
-    s.add_argument("--min-port", type=int, required=True)
-    s.add_argument("--max-port", type=int)
-    c = sub.add_parser("local")
-    c.add_argument("local_port", type=int)
-    c.add_argument("--to", required=True)
-    c.add_argument("-l", "--local-host", default="127.0.0.1")
-    c.add_argument("--control-port", type=int, default=7835)
-    c.add_argument("--port", type=int, default=0)
-    args = parser.parse_args()
+    args = parse_args("--lean", "with Spore's ways around Twisted's costs: spore.sending's writes and half-closes "
+                      "at once, spore.sockets.tune's TCP_NODELAY and 256 KiB reads")
     if args.lean:
         from spore import sending, sockets
 
