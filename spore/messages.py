@@ -89,6 +89,9 @@ ServerMessage = Union[Challenge, Hello, Heartbeat, Connection, Error]
 Message = Union[ClientMessage, ServerMessage]
 
 
+_to_json = json.JSONEncoder(separators=(",", ":")).encode  # json.dumps would build an encoder each time
+
+
 def encode(message: Message) -> bytes:
     """Return the frame for ``message``, NUL included."""
     match message:
@@ -104,7 +107,7 @@ def encode(message: Message) -> bytes:
             body = {type(message).__name__: str(id)}
         case _:
             raise TypeError(f"not a message: {message!r}")
-    return json.dumps(body, separators=(",", ":")).encode() + DELIMITER
+    return _to_json(body).encode() + DELIMITER
 
 
 def _port(value: object) -> int:
