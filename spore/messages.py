@@ -153,14 +153,14 @@ def _reject_constant(name: str) -> object:
     raise ValueError(name)
 
 
-_JSON = json.JSONDecoder(parse_constant=_reject_constant)  # one for every frame: json.loads would build one each time
+_from_json = json.JSONDecoder(parse_constant=_reject_constant).decode  # json.loads would build a decoder each time
 
 
 def _decode(frame: bytes, parsers: _Parsers, units: dict[str, Message]) -> Message:
     if len(frame) > MAX_FRAME_LENGTH:
         raise ProtocolError(FRAME_TOO_LONG)
     try:
-        body = _JSON.decode(frame.decode("utf-8"))
+        body = _from_json(frame.decode("utf-8"))
     except ValueError:  # includes UnicodeDecodeError and JSONDecodeError
         raise ProtocolError(UNPARSABLE) from None
     if isinstance(body, str) and body in units:

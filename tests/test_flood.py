@@ -8,8 +8,8 @@ most (tests/flood.py).
 from __future__ import annotations
 
 import re
-import sys
 import ssl
+import sys
 import time
 import urllib.request
 
@@ -50,7 +50,10 @@ def assert_opens_in_time(control_port: int, secret: str | None, times: int = 5, 
 
 
 def wait_for_flood(flood: ConnectionFlood, closed: int, within: float = 5.0, or_open: int | None = None) -> None:
-    """Wait until the server has closed ``closed`` of the flood's connections (it is at work shedding), or has ``or_open`` of them open at once."""
+    """Wait until the server has closed ``closed`` of the flood's connections (it is at work shedding).
+
+    Or, given ``or_open``, until that many of them are open at once.
+    """
     deadline = time.monotonic() + within
     while flood.stats.closed_by_server < closed and (or_open is None or flood.stats.open_now < or_open):
         assert time.monotonic() < deadline, f"the flood never got going: {flood.stats}"
