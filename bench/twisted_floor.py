@@ -24,7 +24,7 @@ import json
 import sys
 import uuid
 
-from floor import parse_args  # bench/floor.py: the same command line
+from floor import frame, parse_args  # bench/floor.py: the same frames and command line
 from twisted.internet import reactor
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import ClientFactory, Factory, Protocol
@@ -41,10 +41,6 @@ def finish(transport) -> None:
 
 def tune(transport) -> None:
     pass
-
-
-def frame(message) -> bytes:
-    return json.dumps(message, separators=(",", ":")).encode() + b"\0"
 
 
 @implementer(IHalfCloseableProtocol)
@@ -103,9 +99,6 @@ def server(args) -> None:
             id = str(uuid.uuid4())
             pending[id] = self
             send(tunnel["control"].transport, frame({"Connection": id}))
-
-        def dataReceived(self, data: bytes) -> None:
-            send(self.peer.transport, data)
 
     class Control(Side):
         def frameReceived(self, message) -> None:
