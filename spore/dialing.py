@@ -41,7 +41,11 @@ class _Attempt(ClientFactory):
         self.failed = failed
 
     def buildProtocol(self, addr) -> IProtocol:
-        return self.build()
+        # Connected: it can no longer fail to connect.  The connection keeps
+        # this factory for as long as it is open, so let go of what the two
+        # callables hold (a visitor's Deferreds).
+        build, self.build, self.failed = self.build, None, None
+        return build()
 
     def clientConnectionFailed(self, connector, reason: Failure) -> None:
         self.failed(reason)

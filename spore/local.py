@@ -346,8 +346,9 @@ class LocalProtocol(SpliceProtocol):
 
     def __init__(self, settings: LocalSettings, made: Deferred[SpliceProtocol]) -> None:
         self.settings = settings
-        self.made = made
+        self.made: Deferred[SpliceProtocol] | None = made
 
     def connectionMade(self) -> None:
         tune(self.transport, self.settings.sndbuf, self.settings.recbuf)
-        self.made.callback(self)
+        made, self.made = self.made, None  # told once; a held connection need not keep it
+        made.callback(self)
