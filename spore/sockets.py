@@ -15,8 +15,14 @@ the other side once this much waits in a connection's write buffer.
 def _underlying(transport):
     """The TCP transport or listening port under ``transport``, looking through wrappers such as TLS."""
     for _ in range(8):  # wrappers hold the transport they wrap in .transport
-        # Its own attribute: a ProtocolWrapper answers for its transport's.
-        if isinstance(vars(transport).get("socket"), socket.socket):
+        # Its own attribute, not one a ProtocolWrapper's __getattr__ answers
+        # for its transport; and not through vars(), which would give every
+        # connection a dict of its attributes to keep (a hundred bytes or more).
+        try:
+            own = object.__getattribute__(transport, "socket")
+        except AttributeError:
+            own = None
+        if isinstance(own, socket.socket):
             return transport
         transport = getattr(transport, "transport", None)
         if transport is None or isinstance(transport, type):
