@@ -15,7 +15,6 @@ from twisted.protocols.basic import LineReceiver
 
 from spore import messages
 from spore.messages import Message, ProtocolError
-from spore.sending import writer
 from spore.splice import SpliceProtocol
 
 HANDSHAKE_TIMEOUT = 3.0
@@ -33,10 +32,7 @@ class FrameProtocol(LineReceiver, SpliceProtocol):
     decode: Callable[[bytes], Message]
     clock: IReactorTime
     _deadline: IDelayedCall | None = None
-
-    def makeConnection(self, transport) -> None:
-        self.write = writer(transport)  # transport.write, sending at once where it can (spore.sending)
-        super().makeConnection(transport)
+    _forwarding = False  # spliced, and LineReceiver holds nothing more
 
     def send(self, message: Message) -> None:
         self.write(messages.encode(message))
@@ -52,9 +48,14 @@ class FrameProtocol(LineReceiver, SpliceProtocol):
     def lineLengthExceeded(self, line: bytes) -> None:
         self.protocolError(messages.FRAME_TOO_LONG)
 
+    def dataReceived(self, data: bytes) -> None:
+        if self._forwarding:
+            return self.forward(data)
+        LineReceiver.dataReceived(self, data)
+
     def rawDataReceived(self, data: bytes) -> None:
         # LineReceiver has handed over all it held: later reads can skip it.
-        self.dataReceived = self.forward
+        self._forwarding = True
         self.forward(data)
 
     def forward(self, data: bytes) -> None:

@@ -15,9 +15,6 @@ This is the one place that reads a Twisted TCP transport's private state:
 
 from __future__ import annotations
 
-from functools import partial
-from typing import Callable
-
 from twisted.internet import tcp
 from twisted.protocols.policies import ProtocolWrapper
 
@@ -59,12 +56,6 @@ def write_now(transport, data: bytes) -> None:
         sent = 0
     if sent < len(data):
         transport.write(data[sent:])
-
-
-def writer(transport) -> Callable[[bytes], None]:
-    """What to call to write to ``transport``: ``write_now`` where it applies, else its own ``write``."""
-    raw = raw_tcp(transport)
-    return transport.write if raw is None else partial(write_now, raw)
 
 
 def lose_write_now(transport) -> None:

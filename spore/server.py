@@ -109,6 +109,7 @@ class VisitorProtocol(SpliceProtocol):
 
     def claimed(self) -> None:
         self.tunnel.stop_waiting(self)
+        self.id = None  # used once: a forwarded visitor need not keep it
         self.tunnel.server.forwarding.add(self)
         self.metrics.connections_accepted.inc()
         self.metrics.accept_latency.observe((self.tunnel.server.clock.seconds() - self.arrived) * 1000)

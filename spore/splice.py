@@ -15,7 +15,7 @@ from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from spore.sending import lose_write_now, writer
+from spore.sending import lose_write_now, raw_tcp, write_now
 
 
 @implementer(IHalfCloseableProtocol)
@@ -23,14 +23,31 @@ class SpliceProtocol(Protocol):
     """One side of a spliced pair; the other side is ``peer``."""
 
     peer: SpliceProtocol | None = None
+    _raw = None  # the TCP connection under the transport, written to at once (spore.sending); None: TLS, or not TCP
     _read_done = False
     _write_done = False
     _consuming = False  # the peer's transport is registered as our producer
 
+    def makeConnection(self, transport) -> None:
+        self._raw = raw_tcp(transport)
+        super().makeConnection(transport)
+
+    def write(self, data: bytes) -> None:
+        """``self.transport.write(data)``, sending at once where it can (spore.sending)."""
+        raw = self._raw
+        if raw is None:
+            self.transport.write(data)
+        else:
+            write_now(raw, data)
+
+    def write_peer(self, data: bytes) -> None:
+        peer = self.peer
+        if peer is not None:  # else the peer is gone, and so are the bytes meant for it
+            peer.write(data)
+
     def splice(self, peer: SpliceProtocol) -> None:
         """Join this connection to ``peer`` and start reading from both."""
         self.peer, peer.peer = peer, self
-        self.write_peer, peer.write_peer = writer(peer.transport), writer(self.transport)
         for side in (self, peer):
             side.transport.registerProducer(side.peer.transport, True)
             side._consuming = True
