@@ -201,12 +201,13 @@ class Tunnel:
             verdict.shed.shed()
         visitor.waiting = True
         visitor.id = server.pending.add(visitor)
+        # The client hears of it first: what follows is done while it dials.
+        if self.announcements.arrived(visitor, visitor.source):
+            self._announce(visitor)
         self.log.info(
             "visitor {visitor} connected to port {port} as {id}",
             visitor=_address(visitor.transport.getPeer()), port=self.port, id=str(visitor.id),
         )
-        if self.announcements.arrived(visitor, visitor.source):
-            self._announce(visitor)
 
     def visitor_left(self, visitor: VisitorProtocol) -> None:
         self.visitors_open -= 1
@@ -298,6 +299,9 @@ class ServerProtocol(FrameProtocol):
         else:
             self.state = "waiting"
         self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
+        # A client sends its first frame as soon as it is connected: it is
+        # usually here already.
+        self.read_now()
 
     def messageReceived(self, message: ClientMessage) -> None:
         match self.state, message:
@@ -416,8 +420,6 @@ class ServerProtocol(FrameProtocol):
             self.state = "closed"
             self.transport.loseConnection()
             return
-        self.log.info("visitor {id} claimed by {client}", id=str(id), client=self.client)
-        self.server.metrics.control("data")
         visitor.claimed()
         # A per-address limit (spore.policies) counts the visitor already:
         # a busy tunnel must not be throttled by its own data connections.
@@ -428,6 +430,10 @@ class ServerProtocol(FrameProtocol):
         tune(self.transport, self.server.settings.sndbuf, self.server.settings.recbuf)
         self.setRawMode()
         self.splice(visitor)
+        # The visitor's first bytes are waiting: on their way before the log line.
+        visitor.read_now()
+        self.log.info("visitor {id} claimed by {client}", id=str(id), client=self.client)
+        self.server.metrics.control("data")
 
     def forward(self, data: bytes) -> None:
         self.server.metrics.bytes_proxied.inc(len(data))

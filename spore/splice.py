@@ -11,7 +11,9 @@ does; a connection is closed once both of its directions are done.
 from __future__ import annotations
 
 from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.main import CONNECTION_DONE
 from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -22,6 +24,7 @@ from spore.sending import lose_write_now, raw_tcp, write_now
 class SpliceProtocol(Protocol):
     """One side of a spliced pair; the other side is ``peer``."""
 
+    log = Logger()
     peer: SpliceProtocol | None = None
     _raw = None  # the TCP connection under the transport, written to at once (spore.sending); None: TLS, or not TCP
     _read_done = False
@@ -39,6 +42,27 @@ class SpliceProtocol(Protocol):
             self.transport.write(data)
         else:
             write_now(raw, data)
+
+    def read_now(self) -> None:
+        """Read what waits on the connection now instead of on the reactor's next turn.
+
+        For bytes that are there already (a visitor's request, waiting for
+        its claim), so they are on their way before the rest of this turn's
+        work.  An end of the connection is left for the reactor to find (a
+        FIN stays readable); an error, or an exception from the protocol,
+        aborts it as the reactor would.  Only on plain TCP: TLS reads through
+        its own protocol.
+        """
+        raw = self._raw
+        if raw is None or not raw.connected or raw.disconnecting:
+            return
+        try:
+            why = raw.doRead()
+        except Exception:
+            self.log.failure("while reading from {connection}", connection=raw)
+            why = True
+        if why is not None and why is not CONNECTION_DONE:
+            raw.abortConnection()
 
     def write_peer(self, data: bytes) -> None:
         peer = self.peer

@@ -1,4 +1,4 @@
-"""Writing at once to a Twisted TCP connection (spore.sending), on real sockets.
+"""Writing at once to a Twisted TCP connection (spore.sending), and reading at once, on real sockets.
 
 These tests read what reached the kernel with a plain socket, without letting
 the reactor run: they fail if write_now stops sending at once, and if a
@@ -14,14 +14,17 @@ from contextlib import contextmanager
 
 import pytest_twisted
 from twisted.internet.defer import Deferred
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from twisted.internet.protocol import ClientFactory, Protocol
+from twisted.logger import Logger
 from twisted.internet.ssl import optionsForClientTLS
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
 from spore.policies import CountedProtocol, LimitPerPeer, PeerLimit
 from spore.sending import lose_write_now, raw_tcp, write_now
+from spore.splice import SpliceProtocol
 
 TIMEOUT = 10
 
@@ -194,3 +197,80 @@ async def test_a_half_close_behind_queued_bytes_waits_for_them(reactor):
         assert not transport._writeDisconnected  # Twisted sends the bytes, then the FIN
         await turn(reactor)
         assert recv_exactly(plain, 6) == b"queued" and plain.recv(100) == b""
+
+
+# Reading at once (SpliceProtocol.read_now), on the same real sockets.
+
+
+class Received(SpliceProtocol):
+    def __init__(self, fail: bool = False) -> None:
+        self.received: list[bytes] = []
+        self.fail = fail
+        self.ended: Deferred[None] = Deferred()
+        self.lost: Deferred[Exception] = Deferred()
+
+    def readConnectionLost(self) -> None:
+        self.ended.callback(None)
+
+    def dataReceived(self, data: bytes) -> None:
+        if self.fail:
+            raise RuntimeError("a protocol bug")
+        self.received.append(data)
+
+    def connectionLost(self, reason) -> None:
+        self.lost.callback(reason.value)
+
+
+async def spliceable_to_plain_socket(reactor, protocol: Received):
+    transport, plain = await twisted_to_plain_socket(reactor)
+    transport.protocol = protocol
+    protocol.makeConnection(transport)
+    return transport, plain
+
+
+async def waiting(plain: socket.socket, transport, what: bytes) -> None:
+    """``what`` sent by the plain socket and in the Twisted side's receive queue, the reactor not having read it."""
+    transport.stopReading()
+    plain.sendall(what)
+    await turn(transport.reactor)
+    transport.startReading()
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_now_delivers_waiting_bytes_before_the_reactor_turns(reactor):
+    protocol = Received()
+    transport, plain = await spliceable_to_plain_socket(reactor, protocol)
+    with closing(transport, plain):
+        await waiting(plain, transport, b"request")
+        protocol.read_now()
+        assert protocol.received == [b"request"]
+        protocol.read_now()  # nothing more waits: nothing happens
+        assert protocol.received == [b"request"] and transport.connected
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_now_leaves_an_end_of_stream_to_the_reactor(reactor):
+    protocol = Received()
+    transport, plain = await spliceable_to_plain_socket(reactor, protocol)
+    with closing(transport, plain):
+        transport.stopReading()
+        plain.close()
+        await turn(reactor)
+        transport.startReading()
+        protocol.read_now()
+        assert transport.connected and not protocol.ended.called
+        await protocol.ended.addTimeout(TIMEOUT, reactor)  # the reactor found the FIN itself
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_now_aborts_a_connection_whose_protocol_fails(reactor):
+    protocol = Received(fail=True)
+    logged: list[dict] = []
+    protocol.log = Logger(observer=logged.append)
+    transport, plain = await spliceable_to_plain_socket(reactor, protocol)
+    with closing(transport, plain):
+        await waiting(plain, transport, b"request")
+        protocol.read_now()
+        why = await protocol.lost.addTimeout(TIMEOUT, reactor)
+        assert isinstance(why, ConnectionAborted)
+    assert [event["log_failure"].type for event in logged] == [RuntimeError]
