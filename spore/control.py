@@ -85,6 +85,11 @@ class FrameProtocol(LineReceiver, SpliceProtocol):
 
     def set_deadline(self, seconds: float, on_timeout: Callable[[], None]) -> None:
         """Call ``on_timeout`` in ``seconds`` unless another deadline is set or it is cancelled first."""
+        deadline = self._deadline
+        if deadline is not None and deadline.active() and deadline.func == on_timeout:
+            # Put off (a heartbeat's, each time the peer is heard): cheaper than a new call.
+            deadline.reset(seconds)
+            return
         self.cancel_deadline()
         self._deadline = self.clock.callLater(seconds, on_timeout)
 

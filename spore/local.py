@@ -198,19 +198,23 @@ class DataProtocol(ServerConnectionProtocol):
     def _accept(self) -> None:
         self.cancel_deadline()
         self.send(Accept(self.id))
-        # What follows is the visitor's bytes: hold them until the local
-        # service is connected.
         self.setRawMode()
-        self.pauseProducing()
         local, self.local = self.local, None
         local.addCallbacks(self._local_connected, self._local_failed)
+        if not local.called:
+            # What follows is the visitor's bytes: hold them until the
+            # local service is connected.
+            self.pauseProducing()
 
     def _local_connected(self, local: SpliceProtocol) -> None:
         if not self.transport.connected:
             local.transport.loseConnection()
             return
         self.splice(local)
-        self.resumeProducing()
+        if self.paused:
+            self.resumeProducing()  # LineReceiver's pause too: it passes on what it held
+        # Bytes that came while the local service was being dialled are waiting.
+        self.read_now()
 
     def _local_failed(self, reason: Failure) -> None:
         self.log.warn(
@@ -324,9 +328,9 @@ class LocalClient:
         self.stdout.flush()
 
     def visitor_arrived(self, id: uuid.UUID) -> None:
-        self.log.info("new connection {id}", id=str(id))
         local = self.connect_local()
         self.dial_server.dial(lambda: DataProtocol(self, id, local), lambda reason: self._data_failed(reason, id, local))
+        self.log.info("new connection {id}", id=str(id))
 
     def _data_failed(self, reason: Failure, id: uuid.UUID, local: Deferred[SpliceProtocol]) -> None:
         _abandon(local)
