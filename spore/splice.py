@@ -60,7 +60,8 @@ class SpliceProtocol(Protocol):
             why = raw.doRead()
         except Exception:
             self.log.failure("while reading from {connection}", connection=raw)
-            why = True
+            raw.abortConnection()
+            return
         if why is not None and why is not CONNECTION_DONE:
             raw.abortConnection()
 
