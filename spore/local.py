@@ -211,10 +211,10 @@ class DataProtocol(ServerConnectionProtocol):
             local.transport.loseConnection()
             return
         self.splice(local)
-        if self.paused:
+        if self.paused:  # the local service came second
             self.resumeProducing()  # LineReceiver's pause too: it passes on what it held
-        # Bytes that came while the local service was being dialled are waiting.
-        self.read_now()
+            # Bytes that came while it was being dialled are waiting.
+            self.read_now()
 
     def _local_failed(self, reason: Failure) -> None:
         self.log.warn(

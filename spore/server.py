@@ -299,9 +299,10 @@ class ServerProtocol(FrameProtocol):
         else:
             self.state = "waiting"
         self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
-        # A client sends its first frame as soon as it is connected: it is
-        # usually here already.
-        self.read_now()
+        if self.state == "waiting":
+            # Unchallenged, a client sends its first frame as soon as it is
+            # connected: it is usually here already.
+            self.read_now()
 
     def messageReceived(self, message: ClientMessage) -> None:
         match self.state, message:
