@@ -28,6 +28,7 @@ import argparse
 import collections
 import json
 import os
+import queue
 import re
 import runpy
 import signal
@@ -148,15 +149,18 @@ def measure(args) -> dict[str, dict[str, float]]:
                     if procs[role].poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("the server did not start")
                     time.sleep(0.05)
+        lines: queue.Queue[str] = queue.Queue()
+        for proc in procs.values():  # keep their pipes drained; the client's lines are looked at
+            threading.Thread(target=lambda out: [lines.put(line) for line in out], args=(proc.stdout,),
+                             daemon=True).start()
         deadline, port = time.monotonic() + 15, None
         while port is None:
-            line = procs["client"].stdout.readline()
+            try:
+                line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise RuntimeError("the client did not open a tunnel") from None
             if (found := re.search(r"listening at \S+:(\d+)", line)):
                 port = int(found.group(1))
-            elif not line or time.monotonic() > deadline:
-                raise RuntimeError("the client did not open a tunnel")
-        for proc in procs.values():  # keep their pipes drained
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
         for _ in range(args.warmup):
             visit(port)
         time.sleep(0.3)  # the warm-up's closes are done
