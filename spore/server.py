@@ -298,11 +298,12 @@ class ServerProtocol(FrameProtocol):
             self.state = "challenged"
         else:
             self.state = "waiting"
-        self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
         if self.state == "waiting":
             # Unchallenged, a client sends its first frame as soon as it is
-            # connected: it is usually here already.
+            # connected: it is usually here already, and then it needs no deadline.
             self.read_now()
+        if self.state in ("challenged", "waiting"):
+            self.set_deadline(HANDSHAKE_TIMEOUT, self._timed_out)
 
     def messageReceived(self, message: ClientMessage) -> None:
         match self.state, message:

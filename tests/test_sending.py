@@ -22,8 +22,11 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from spore.messages import Accept, Heartbeat, Hello, decode_server_message, encode
 from spore.policies import CountedProtocol, LimitPerPeer, PeerLimit
 from spore.sending import lose_write_now, raw_tcp, write_now
+from spore.server import ServerFactory
+from spore.settings import ServerSettings
 from spore.splice import SpliceProtocol
 
 TIMEOUT = 10
@@ -274,3 +277,66 @@ async def test_read_now_aborts_a_connection_whose_protocol_fails(reactor):
         why = await protocol.lost.addTimeout(TIMEOUT, reactor)
         assert isinstance(why, ConnectionAborted)
     assert [event["log_failure"].type for event in logged] == [RuntimeError]
+
+
+
+async def received_by(reactor, sock: socket.socket, done) -> bytes:
+    """What a non-blocking plain socket receives until ``done(received)``, the reactor running meanwhile."""
+    received = b""
+    for _ in range(int(TIMEOUT / 0.02)):
+        try:
+            received += sock.recv(4096)
+        except BlockingIOError:
+            pass
+        if done(received):
+            return received
+        await turn(reactor, 0.02)
+    raise AssertionError(f"not done within {TIMEOUT} s; received {received!r}")
+
+
+class ServerFrames:
+    """The messages a server sends on a plain socket, heartbeats left out."""
+
+    def __init__(self, reactor, sock: socket.socket) -> None:
+        self.reactor, self.sock, self.buffer = reactor, sock, b""
+
+    async def next(self):
+        while True:
+            if b"\0" not in self.buffer:
+                self.buffer += await received_by(self.reactor, self.sock, lambda received: b"\0" in received)
+            frame, self.buffer = self.buffer.split(b"\0", 1)
+            message = decode_server_message(frame)
+            if not isinstance(message, Heartbeat):
+                return message
+
+
+def connected_with(port: int, first: bytes) -> socket.socket:
+    """A plain connection whose first bytes wait for the server to accept it (it has not turned yet)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
+    sock.sendall(first)
+    sock.setblocking(False)
+    return sock
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_first_frame_that_came_with_the_connection_is_read_at_once_and_leaves_no_deadline(reactor):
+    server = ServerFactory(ServerSettings(min_port=20000, max_port=29999, bind_tunnels="127.0.0.1"), reactor)
+    control_port = reactor.listenTCP(0, server, interface="127.0.0.1")
+    port = control_port.getHost().port
+    sockets: list[socket.socket] = []
+    try:
+        sockets.append(control := connected_with(port, encode(Hello(0))))
+        frames = ServerFrames(reactor, control)
+        hello = await frames.next()
+        sockets.append(connected_with(hello.port, b"request"))
+        connection = await frames.next()
+        sockets.append(data := connected_with(port, encode(Accept(connection.id))))
+        assert await received_by(reactor, data, lambda received: len(received) >= 7) == b"request"
+        # Both handshakes ended in the turn that accepted them: no deadline
+        # of theirs is left to cut the tunnel or the visitor off later.
+        assert not [call for call in reactor.getDelayedCalls() if getattr(call.func, "__name__", "") == "_timed_out"]
+    finally:
+        for sock in sockets:
+            sock.close()
+        await turn(reactor, 0.1)  # the tunnel closes with its control connection
+        await control_port.stopListening()
