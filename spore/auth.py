@@ -23,13 +23,19 @@ def answer(secret: str, challenge: uuid.UUID) -> str:
 
 
 def verify(secrets: Iterable[str], challenge: uuid.UUID, tag: str) -> bool:
-    """Whether ``tag`` answers ``challenge`` for any one of ``secrets``.
+    """Whether ``tag`` answers ``challenge`` for any one of ``secrets``."""
+    return matching(secrets, challenge, tag) is not None
+
+
+def matching(secrets: Iterable[str], challenge: uuid.UUID, tag: str) -> str | None:
+    """The one of ``secrets`` whose answer to ``challenge`` is ``tag``, or None.
 
     Every secret is compared, in constant time, so the time taken does not
     tell which one matched or how much of the tag was right.
     """
     offered = tag.encode("utf-8", "replace")
-    matched = False
+    found = None
     for secret in secrets:
-        matched |= hmac.compare_digest(answer(secret, challenge).encode(), offered)
-    return matched
+        if hmac.compare_digest(answer(secret, challenge).encode(), offered):
+            found = secret
+    return found

@@ -17,6 +17,8 @@ from spore import auth
 from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
 from spore.dialing import Dialer, EndpointDialer, QuietFactory
 from spore.messages import (
+    PORT_RESERVED,
+    SECRET_WITHDRAWN,
     Accept,
     Authenticate,
     Challenge,
@@ -41,6 +43,8 @@ FATAL_SERVER_ERRORS = {
     "invalid secret",
     "server requires secret, but no secret was provided",
     "client port number not in allowed range",
+    PORT_RESERVED,
+    SECRET_WITHDRAWN,
 }
 
 KEEP_PORT_FOR = 30.0
@@ -111,7 +115,13 @@ class ControlProtocol(ServerConnectionProtocol):
             self.set_deadline(self.settings.heartbeat_timeout, self._silent)
         match self.state, message:
             case _, Error(text):
-                self.fail(f"server error: {text}", retry=text not in FATAL_SERVER_ERRORS)
+                retry = text not in FATAL_SERVER_ERRORS
+                if text == PORT_RESERVED and self.settings.port == 0:
+                    # Not the port asked for but the one held before the
+                    # tunnel was lost, reserved since: any port will do.
+                    self.client.give_up_old_port()
+                    retry = True
+                self.fail(f"server error: {text}", retry=retry)
             case "challenge", Challenge(id):
                 self.answer_challenge(id)
                 self._say_hello()
@@ -309,6 +319,10 @@ class LocalClient:
         if self.lost_at is None:
             self.lost_at = self.clock.seconds()
         self.log.warn("tunnel on port {port} lost: {why}; reconnecting", port=self.remote_port, why=why)
+
+    def give_up_old_port(self) -> None:
+        """Ask for the port asked for at first from now on, not the one the lost tunnel had."""
+        self.lost_at = self.clock.seconds() - KEEP_PORT_FOR
 
     def port_to_ask(self) -> int:
         """The port of the tunnel we had, for a while after losing it; else the one asked for."""

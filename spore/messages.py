@@ -30,6 +30,10 @@ class ProtocolError(Exception):
 FRAME_TOO_LONG = "frame error, invalid byte length"
 UNPARSABLE = "unable to parse message"
 
+# Errors of Spore's server that bore's has no case for.
+PORT_RESERVED = "port reserved for another client"  # Hello for a port kept for another name (--clients)
+SECRET_WITHDRAWN = "secret no longer accepted"  # a reload removed the secret a tunnel was opened with
+
 
 # Client to server.
 

@@ -8,6 +8,7 @@ the global reactor.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Callable
 
 from prometheus_client import (
@@ -18,8 +19,14 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 from twisted.web.resource import Resource
 from twisted.web.server import Site
+
+from spore.usage import Usage
+
+UsageByName = Callable[[], dict[str | None, tuple[int, Usage]]]
 
 # Milliseconds from a visitor's arrival to its claim by a client.
 _LATENCY_BUCKETS = (1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
@@ -39,9 +46,6 @@ class ServerMetrics:
         )
         self.connections_stale = Counter(
             "spore_connections_stale", "Visitors closed because no client claimed them in time", registry=r
-        )
-        self.bytes_proxied = Counter(
-            "spore_bytes_proxied", "Payload bytes forwarded between visitors and clients, both directions", registry=r
         )
         self.accept_latency = Histogram(
             "spore_accept_latency_ms", "Milliseconds from a visitor's arrival to its claim",
@@ -79,6 +83,15 @@ class ServerMetrics:
         Gauge("spore_visitors_pending", "Visitors waiting to be claimed", registry=r).set_function(pending)
         Gauge("spore_connections_active", "Visitors being forwarded now", registry=r).set_function(forwarding)
 
+    def watch_usage(self, usage: UsageByName, names: Callable[[], Iterable[str]]) -> None:
+        """Report the bytes forwarded, and each named client's tunnels, visitors and bytes.
+
+        Counted by the server as plain numbers and read at each scrape: a
+        Counter's lock on every chunk forwarded costs throughput.  The names
+        are those configured (``--clients``), never addresses.
+        """
+        self.registry.register(_UsageCollector(usage, names))
+
     def refuse(self, reason: str) -> None:
         """Count one connection refused for ``reason``."""
         self._child(self.connections_refused, reason).inc()
@@ -97,6 +110,38 @@ class ServerMetrics:
         if child is None:
             child = self._children[key] = counter.labels(label)
         return child
+
+
+class _UsageCollector(Collector):
+    def __init__(self, usage: UsageByName, names: Callable[[], Iterable[str]]) -> None:
+        self.usage = usage
+        self.names = names
+
+    def collect(self):
+        by_name = self.usage()
+        total = sum((carried for _, carried in by_name.values()), Usage())
+        yield CounterMetricFamily(
+            "spore_bytes_proxied", "Payload bytes forwarded between visitors and clients, both directions",
+            value=total.bytes_from_visitors + total.bytes_to_visitors,
+        )
+        tunnels = GaugeMetricFamily("spore_client_tunnels", "Tunnels open now, by client name", labels=["client"])
+        visitors = CounterMetricFamily(
+            "spore_client_visitors", "Visitors claimed through a client's tunnels, by client name", labels=["client"]
+        )
+        carried = CounterMetricFamily(
+            "spore_client_bytes", "Payload bytes forwarded through a client's tunnels, by client name and direction",
+            labels=["client", "direction"],
+        )
+        for name in sorted({*self.names(), *(name for name in by_name if name is not None)}):
+            open_, usage = by_name.get(name, (0, Usage()))
+            tunnels.add_metric([name], open_)
+            visitors.add_metric([name], usage.visitors)
+            carried.add_metric([name, "from_visitors"], usage.bytes_from_visitors)
+            carried.add_metric([name, "to_visitors"], usage.bytes_to_visitors)
+        yield from (tunnels, visitors, carried)
+
+    def describe(self):
+        return []  # described at each collect, so registration does not call collect
 
 
 class MetricsPage(Resource):

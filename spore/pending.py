@@ -38,6 +38,11 @@ class PendingVisitors(Generic[V]):
         self._waiting[id] = (visitor, expiry)
         return id
 
+    def get(self, id: uuid.UUID) -> V | None:
+        """The visitor held as ``id``, left where it is; or None."""
+        entry = self._waiting.get(id)
+        return None if entry is None else entry[0]
+
     def claim(self, id: uuid.UUID) -> V | None:
         """Take the visitor held as ``id``, or None if there is none (any more)."""
         entry = self._waiting.pop(id, None)

@@ -6,7 +6,7 @@ import errno
 import ipaddress
 import random
 import uuid
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Callable
 
 from twisted.internet.defer import Deferred, ensureDeferred
@@ -18,7 +18,6 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from spore import auth
 from spore.accepting import bound_accepts
 from spore.access import peer_key, source_key
 from spore.admission import Admission, share_of
@@ -27,6 +26,8 @@ from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
 from spore.heartbeats import Heartbeats
 from spore.limits import FILES_PER_CONNECTION, RESERVED_FILES
 from spore.messages import (
+    PORT_RESERVED,
+    SECRET_WITHDRAWN,
     Accept,
     Authenticate,
     Challenge,
@@ -38,10 +39,12 @@ from spore.messages import (
 )
 from spore.metrics import ServerMetrics
 from spore.pending import PendingVisitors
+from spore.roster import Identity, Roster
 from spore.settings import ServerSettings
 from spore.shedding import TurnedAway
 from spore.sockets import give_up_unacknowledged, keep_alive, set_buffers, tune
 from spore.splice import SpliceProtocol
+from spore.usage import Usage
 
 RANDOM_PORT_TRIES = 150
 
@@ -83,10 +86,19 @@ def _address(addr) -> str:
     return f"[{host}]:{addr.port}" if ":" in host else f"{host}:{addr.port}"
 
 
+def _same_client(one: Identity | None, other: Identity | None) -> bool:
+    """Whether two connections proved the same secret (or, on a server without secrets, none)."""
+    if one is None or other is None:
+        return one is other
+    return one.secret == other.secret
+
+
 class VisitorProtocol(SpliceProtocol):
     """Someone who connected to a tunnel's public port."""
 
     log = Logger()
+    bytes_in = 0  # from the visitor, once claimed
+    bytes_out = 0  # to the visitor
 
     def __init__(self, tunnel: Tunnel, source: str) -> None:
         self.tunnel = tunnel
@@ -104,13 +116,12 @@ class VisitorProtocol(SpliceProtocol):
         self.tunnel.visitor_arrived(self)
 
     def dataReceived(self, data: bytes) -> None:
-        self.metrics.bytes_proxied.inc(len(data))
+        self.bytes_in += len(data)
         self.write_peer(data)
 
     def claimed(self) -> None:
-        self.tunnel.stop_waiting(self)
         self.id = None  # used once: a forwarded visitor need not keep it
-        self.tunnel.server.forwarding.add(self)
+        self.tunnel.claimed(self)
         self.metrics.connections_accepted.inc()
         self.metrics.accept_latency.observe((self.tunnel.server.clock.seconds() - self.arrived) * 1000)
 
@@ -136,7 +147,6 @@ class VisitorProtocol(SpliceProtocol):
             self.tunnel.stop_waiting(self)
             self.tunnel.server.pending.discard(self.id)
         self.tunnel.visitor_left(self)
-        self.tunnel.server.forwarding.discard(self)
         SpliceProtocol.connectionLost(self, reason)
 
 
@@ -169,6 +179,10 @@ class Tunnel:
         self.listening = listening
         self.port: int = listening.getHost().port
         self.source = control.source
+        self.identity = control.identity
+        self.opened = self.server.clock.seconds()
+        self.forwarded: set[VisitorProtocol] = set()  # claimed visitors still connected
+        self.carried = Usage()  # visitors claimed, and the bytes of those gone
         # Visitors connected now, from each source: who has the most is shed
         # first and announced last, so a flood of visitors displaces its own.
         self.open_from: Counter[str] = Counter()
@@ -180,6 +194,11 @@ class Tunnel:
         self.announcements: Announcements[VisitorProtocol] = Announcements(
             announced_at_once(self.server.settings), self.open_from.__getitem__
         )
+
+    @property
+    def name(self) -> str | None:
+        """The name of the secret the tunnel was opened with, if it has one."""
+        return self.identity and self.identity.name
 
     def start(self) -> None:
         self.control.send(Hello(self.port))
@@ -209,9 +228,28 @@ class Tunnel:
             visitor=_address(visitor.transport.getPeer()), port=self.port, id=str(visitor.id),
         )
 
+    def claimed(self, visitor: VisitorProtocol) -> None:
+        self.stop_waiting(visitor)
+        self.forwarded.add(visitor)
+        self.server.forwarding.add(visitor)
+        self.carried.visitors += 1
+        self.server.carried[self.name].visitors += 1
+
+    def usage(self) -> Usage:
+        """What the tunnel has carried so far, its visitors still connected included."""
+        usage = Usage(self.carried.visitors, self.carried.bytes_from_visitors, self.carried.bytes_to_visitors)
+        for visitor in self.forwarded:
+            usage.add(visitor)
+        return usage
+
     def visitor_left(self, visitor: VisitorProtocol) -> None:
         self.visitors_open -= 1
         self.server.visitors_open -= 1
+        if visitor in self.forwarded:
+            self.forwarded.discard(visitor)
+            self.server.forwarding.discard(visitor)
+            self.carried.add(visitor)
+            self.server.carried[self.name].add(visitor)
         open_from = self.open_from
         open_from[visitor.source] -= 1
         if not open_from[visitor.source]:
@@ -264,12 +302,23 @@ class ServerProtocol(FrameProtocol):
         self.server = server
         self.clock = server.clock
         self.challenge: uuid.UUID | None = None
+        self.identity: Identity | None = None  # who answered the challenge
         self.tunnel: Tunnel | None = None
         self.state = "new"
 
     @property
     def client(self) -> str:
         return _address(self.transport.getPeer())
+
+    @property
+    def name(self) -> str | None:
+        return self.identity and self.identity.name
+
+    @property
+    def who(self) -> str:
+        """The client for a log line: its name, if its secret has one, and its address."""
+        name = self.name
+        return f"{name} at {self.client}" if name else self.client
 
     @property
     def host(self) -> str:
@@ -292,7 +341,7 @@ class ServerProtocol(FrameProtocol):
             return
         if verdict.shed is not None:
             verdict.shed.shed()
-        if server.settings.secrets:
+        if server.roster.secrets:
             self.challenge = uuid.uuid4()
             self.send(Challenge(self.challenge))
             self.state = "challenged"
@@ -308,7 +357,8 @@ class ServerProtocol(FrameProtocol):
     def messageReceived(self, message: ClientMessage) -> None:
         match self.state, message:
             case "challenged", Authenticate(tag):
-                if not auth.verify(self.server.settings.secrets, self.challenge, tag):
+                self.identity = self.server.roster.identify(self.challenge, tag)
+                if self.identity is None:
                     return self._auth_failed("invalid secret", "invalid secret")
                 self.state = "waiting"
                 self.server.admission.progressed(self)
@@ -384,17 +434,20 @@ class ServerProtocol(FrameProtocol):
         host = self.host
         if self.server.tunnels_per_host[host] >= self.server.settings.max_tunnels_per_ip:
             self.log.warn(
-                "refused tunnel for {client}: {limit} tunnels already open from {host}",
-                client=self.client, limit=self.server.settings.max_tunnels_per_ip, host=host,
+                "refused tunnel for {who}: {limit} tunnels already open from {host}",
+                who=self.who, client=self.client, name=self.name, limit=self.server.settings.max_tunnels_per_ip,
+                host=host,
             )
             self.server.metrics.refuse("tunnels_per_ip")
             self.server.metrics.control("tunnel_refused")
             return self.fail("too many tunnels from this address")
         visitors = VisitorFactory()
         try:
-            listening = await self.server.listen_public(port, visitors)
+            listening = await self.server.listen_public(port, visitors, self.name)
         except TunnelError as e:
-            self.log.info("refused tunnel for {client}: {why}", client=self.client, why=str(e))
+            self.log.info(
+                "refused tunnel for {who}: {why}", who=self.who, client=self.client, name=self.name, why=str(e)
+            )
             self.server.metrics.control("tunnel_refused")
             return self.fail(str(e))
         if self.state != "opening":  # the client left while we were binding
@@ -408,12 +461,25 @@ class ServerProtocol(FrameProtocol):
         # idle, and heartbeats left unacknowledged for two intervals.
         keep_alive(self.transport)
         give_up_unacknowledged(self.transport, max(2 * self.server.settings.heartbeat_interval, 1.0))
-        self.log.info("tunnel opened on port {port} for {client}", port=self.tunnel.port, client=self.client)
+        self.log.info(
+            "tunnel opened on port {port} for {who}", port=self.tunnel.port, who=self.who, client=self.client,
+            name=self.name,
+        )
         self.server.metrics.control("tunnel")
         self.tunnel.start()
 
     def _accept(self, id: uuid.UUID) -> None:
-        visitor = self.server.pending.claim(id)
+        pending = self.server.pending
+        visitor = pending.get(id)
+        if visitor is not None and not _same_client(visitor.tunnel.identity, self.identity):
+            # Another client's visitor: it stays for its own client to claim.
+            self.log.warn(
+                "refused to hand visitor {id} to {who}: it belongs to another client's tunnel",
+                who=self.who, client=self.client, name=self.name, id=str(id),
+            )
+            visitor = None
+        elif visitor is not None:
+            pending.claim(id)
         if visitor is None:
             # bore closes without a frame: a client is already forwarding
             # whatever we send now to its local service.
@@ -438,13 +504,18 @@ class ServerProtocol(FrameProtocol):
         self.server.metrics.control("data")
 
     def forward(self, data: bytes) -> None:
-        self.server.metrics.bytes_proxied.inc(len(data))
-        self.write_peer(data)
+        visitor = self.peer
+        if visitor is not None:  # else it is gone, and so are the bytes meant for it
+            visitor.bytes_out += len(data)
+            visitor.write(data)
 
     def _close_tunnel(self) -> None:
         if self.tunnel is not None:
             self.server.tunnels.discard(self.tunnel)
-            self.log.info("tunnel on port {port} closed for {client}", port=self.tunnel.port, client=self.client)
+            self.log.info(
+                "tunnel on port {port} closed for {who}", port=self.tunnel.port, who=self.who, client=self.client,
+                name=self.name,
+            )
             self.tunnel.close()
             self.tunnel = None
             self.server.tunnels_per_host[self.host] -= 1
@@ -477,6 +548,8 @@ class ServerFactory(Factory):
         self.settings = settings
         self.reactor = reactor
         self.clock = reactor
+        self.started = reactor.seconds()
+        self.roster = Roster(settings.secrets, settings.clients)
         self.rng = rng or random.SystemRandom()
         self.guard_public = guard_public  # the policies that admit visitors
         self.metrics = metrics or ServerMetrics()
@@ -490,11 +563,14 @@ class ServerFactory(Factory):
         self.tunnels: set[Tunnel] = set()
         self.heartbeats = Heartbeats(reactor, settings.heartbeat_interval)
         self.forwarding: set[VisitorProtocol] = set()  # claimed visitors still connected
+        # By the name of their tunnel's secret (None: unnamed): visitors claimed, and the bytes of those gone.
+        self.carried: defaultdict[str | None, Usage] = defaultdict(Usage)
         self.visitors_open = 0  # on every public port, claimed or not
         self.file_limit: int | None = None  # the open-file limit, once the service has raised it
         self.metrics.watch(
             tunnels=lambda: len(self.tunnels), pending=lambda: len(self.pending), forwarding=lambda: len(self.forwarding)
         )
+        self.metrics.watch_usage(self.usage_by_name, lambda: self.roster.names)
 
     def buildProtocol(self, addr) -> ServerProtocol:
         return ServerProtocol(self)
@@ -520,6 +596,43 @@ class ServerFactory(Factory):
         kept = sum(min(HEADROOM, max(0, share - other.visitors_open)) for other in self.tunnels if other is not tunnel)
         return room > kept
 
+    def usage_by_name(self) -> dict[str | None, tuple[int, Usage]]:
+        """Tunnels open now and what has been carried, by the name of the tunnels' secret (None: unnamed)."""
+        usage = {name: (0, carried + Usage()) for name, carried in self.carried.items()}
+        for visitor in self.forwarding:
+            name = visitor.tunnel.name
+            usage.setdefault(name, (0, Usage()))[1].add(visitor)
+        for tunnel in self.tunnels:
+            open_, carried = usage.setdefault(tunnel.name, (0, Usage()))
+            usage[tunnel.name] = (open_ + 1, carried)
+        return usage
+
+    def apply(self, roster: Roster) -> None:
+        """Take on a reloaded roster: tunnels whose secret it no longer accepts are closed, the rest keep going."""
+        self.roster = roster
+        for tunnel in list(self.tunnels):
+            control = tunnel.control
+            identity = tunnel.identity and roster.recognise(tunnel.identity)
+            if identity is None and (tunnel.identity is not None or roster.secrets):
+                self.log.info(
+                    "closing tunnel on port {port} for {who}: its secret is no longer accepted",
+                    port=tunnel.port, who=control.who, client=control.client, name=control.name,
+                )
+                control.fail(SECRET_WITHDRAWN)
+                continue
+            if identity is not None and identity.name != tunnel.name:
+                self.log.info(
+                    "tunnel on port {port} for {who} is now {name}'s", port=tunnel.port, who=control.who,
+                    name=identity.name or "unnamed",
+                )
+            tunnel.identity = control.identity = identity
+            owner = roster.reservations.owner(tunnel.port)
+            if owner not in (None, tunnel.name):
+                self.log.warn(
+                    "port {port} is now reserved for {owner}; {who} holds it until that tunnel closes",
+                    port=tunnel.port, owner=owner, who=control.who,
+                )
+
     def owed(self, source: str) -> int:
         """Handshake slots ``source`` may hold beyond its share: one per data connection its tunnels were asked for."""
         return self.awaited.get(source, 0)
@@ -544,18 +657,28 @@ class ServerFactory(Factory):
                     visitor.peer.transport.abortConnection()
         self.turned_away.stop()
 
-    async def listen_public(self, port: int, visitors: VisitorFactory) -> IListeningPort:
-        """Open a public port for a tunnel, as bore would (same errors)."""
+    async def listen_public(self, port: int, visitors: VisitorFactory, name: str | None = None) -> IListeningPort:
+        """Open a public port for a tunnel of the client called ``name``, as bore would (same errors).
+
+        A random port is never one reserved for a name; a port asked for by
+        number is refused if it is reserved for another name.
+        """
         settings = self.settings
+        reservations = self.roster.reservations
         if port == 0:
             for _ in range(RANDOM_PORT_TRIES):
+                port = reservations.pick_free(self.rng, settings.min_port, settings.max_port)
+                if port is None:
+                    break
                 try:
-                    return await self._bind(self.rng.randint(settings.min_port, settings.max_port), visitors)
+                    return await self._bind(port, visitors)
                 except TunnelError:
                     continue
             raise TunnelError("failed to find an available port")
         if not settings.min_port <= port <= settings.max_port:
             raise TunnelError("client port number not in allowed range")
+        if not self.roster.may_take(name, port):
+            raise TunnelError(PORT_RESERVED)
         return await self._bind(port, visitors)
 
     async def _bind(self, port: int, visitors: VisitorFactory) -> IListeningPort:

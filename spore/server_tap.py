@@ -26,6 +26,7 @@ from spore.handshake_budget import HandshakeBudget, wrap_server_factory
 from spore.limits import announce_open_file_limit
 from spore.metrics import ServerMetrics, metrics_site
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
+from spore.roster import NamedClient, Roster, RosterError, read_clients
 from spore.server import BACKLOG, ServerFactory
 from spore.settings import DEFAULT_CONTROL_PORT, ServerSettings
 from spore.shedding import TurnedAway
@@ -63,7 +64,10 @@ class Options(check.SporeOptions):
         ["min-port", None, None, "Lowest public port handed out"],
         ["max-port", None, None, "Highest public port handed out"],
         ["secret", "s", None, "Secret that clients must prove they know; several, comma-separated, are each accepted"],
-        ["secret-file", None, None, "File with one accepted secret per line (keeps them out of the process list)"],
+        ["secret-file", None, None, "File with one accepted secret per line (keeps them out of the process list; "
+         "reread on SIGHUP)"],
+        ["clients", None, None, "JSON file of named clients, each with its secret and the ports reserved for it "
+         '(e.g. {"alice": {"secret": "...", "ports": [20345, "21000-21009"]}}; reread on SIGHUP)'],
         ["bind-addr", None, None, "Address of the control listener"],
         ["bind-tunnels", None, None, "Address of the public listeners [default: --bind-addr]"],
         ["control-port", None, None, "Control port"],
@@ -104,10 +108,12 @@ class Options(check.SporeOptions):
         self.listen = _with_backlog(self["listen"]) if self["listen"] else (
             f"tcp:{self.port('control-port')}:interface={quoteStringArgument(bind_addr)}:backlog={BACKLOG}"
         )
+        secrets, clients = self.read_roster(min_port, max_port)
         self.settings = ServerSettings(
             min_port=min_port,
             max_port=max_port,
-            secrets=self._secrets(),
+            secrets=secrets,
+            clients=clients,
             bind_tunnels=self.ip_address("bind-tunnels") if self["bind-tunnels"] else bind_addr,
             heartbeat_interval=self.seconds("heartbeat-interval"),
             max_pending_per_tunnel=self.count("max-pending-per-tunnel"),
@@ -139,6 +145,28 @@ class Options(check.SporeOptions):
             return tls.server_options(**files)
         except tls.TLSConfigError as e:
             raise usage.UsageError(str(e)) from None
+
+    def read_roster(self, min_port: int, max_port: int) -> tuple[tuple[str, ...], tuple[NamedClient, ...]]:
+        """The unnamed secrets and the named clients, from the options and the files they name (again on reload)."""
+        secrets, clients = self._secrets(), ()
+        if self["clients"]:
+            try:
+                clients = read_clients(self["clients"])
+            except RosterError as e:
+                raise usage.UsageError(f"--clients {e}") from None
+        try:
+            roster = Roster(secrets, clients)
+        except RosterError as e:
+            raise usage.UsageError(f"--clients {self['clients']}: {e}") from None
+        for client in roster.clients:
+            for first, last in client.ports:
+                if first < min_port or last > max_port:
+                    ports = str(first) if first == last else f"{first}-{last}"
+                    raise usage.UsageError(
+                        f"--clients {self['clients']}: {client.name}'s ports {ports} are outside the public "
+                        f"ports, {self.label('min-port')} {min_port} to {self.label('max-port')} {max_port}"
+                    )
+        return secrets, clients
 
     def _secrets(self) -> tuple[str, ...]:
         given = self["secret"] or ""
@@ -213,10 +241,25 @@ class ServerService(MultiService):
 
     log = Logger()
 
-    def __init__(self, factory: ServerFactory, drain_timeout: float) -> None:
+    def __init__(self, factory: ServerFactory, drain_timeout: float, reread: Callable[[], Roster]) -> None:
         super().__init__()
         self.factory = factory
         self.drain_timeout = drain_timeout
+        self.reread = reread
+
+    def reload(self) -> None:
+        """Read the secrets and clients files again and apply what they say now (SIGHUP)."""
+        try:
+            roster = self.reread()
+        except usage.UsageError as e:
+            self.log.error("reload failed, the secrets and clients in use stay: {why}", why=str(e))
+            return
+        self.factory.apply(roster)
+        self.log.info(
+            "reloaded: {secrets} secrets accepted, {names} of them named, {reserved} ports reserved",
+            secrets=len(roster.secrets), names=len(roster.names),
+            reserved=sum(last - first + 1 for client in roster.clients for first, last in client.ports),
+        )
 
     def stopService(self) -> Deferred:
         for signum in (signal.SIGINT, signal.SIGTERM):
@@ -235,6 +278,8 @@ class ServerService(MultiService):
 
     def startService(self) -> None:
         self.factory.file_limit = announce_open_file_limit(self.log)
+        reactor = self.factory.reactor
+        signal.signal(signal.SIGHUP, lambda signum, frame: reactor.callFromThread(self.reload))
         with _explaining_listen_failure():
             super().startService()
 
@@ -288,7 +333,10 @@ def makeService(options: Options) -> ServerService:
     # A tunnel's owner may exceed its budget on the control port: its data
     # connections count only until they claim their visitors.
     guarded = guard(served, "control port", exempt=lambda host: factory.tunnels_per_host[host] > 0)
-    service = ServerService(factory, options.settings.drain_timeout)
+    settings = options.settings
+    service = ServerService(
+        factory, settings.drain_timeout, lambda: Roster(*options.read_roster(settings.min_port, settings.max_port))
+    )
     _listening(options.listen, guarded, "--listen", "server", reactor).setServiceParent(service)
     if options.metrics_listen:
         site = metrics_site(metrics.registry)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from spore.roster import NamedClient
+
 DEFAULT_CONTROL_PORT = 7835
 
 
@@ -13,7 +15,8 @@ class ServerSettings:
 
     min_port: int = 1024
     max_port: int = 65535
-    secrets: tuple[str, ...] = ()
+    secrets: tuple[str, ...] = ()  # unnamed ones
+    clients: tuple[NamedClient, ...] = ()  # named ones, with the ports reserved for them
     bind_tunnels: str = "0.0.0.0"
     heartbeat_interval: float = 0.5
     pending_timeout: float = 10.0

@@ -142,3 +142,18 @@ def test_a_missing_secret_is_refused_in_bores_words(pair, processes):
     assert_gives_up(
         client(processes, 1), r"(?m)^Error: server requires authentication, but no client secret was provided$"
     )
+
+
+def test_a_bore_client_with_a_named_secret_gets_its_port_and_no_other(processes, echo_service, tmp_path):
+    clients = tmp_path / "clients.json"
+    clients.write_text(
+        '{"alice": {"secret": "alice interop", "ports": [20007]}, "bob": {"secret": "bob interop"}}'
+    )
+    server = spore_server(processes, "--clients", str(clients), "--min-port", "20000", "--max-port", "20009")
+    alice = bore_client(processes, echo_service.port, "--secret", "alice interop", "--port", "20007")
+    assert public_port(alice) == 20007
+    assert echoed_in_full(20007, b"through alice's tunnel") == b"through alice's tunnel"
+    server.wait_for(r"tunnel opened on port 20007 for alice at 127\.0\.0\.1:\d+", stream="stderr")
+
+    bob = bore_client(processes, 1, "--secret", "bob interop", "--port", "20007")
+    assert_gives_up(bob, r"(?m)^Error: server error: port reserved for another client$")
