@@ -9,7 +9,7 @@ from typing import NoReturn
 from twisted.logger import FileLogObserver, InvalidLogLevelError, LogLevel, globalLogBeginner, jsonFileLogObserver
 from twisted.python import usage
 
-from spore import local_tap, server_tap
+from spore import local_tap, server_tap, status_command
 from spore.log_output import CoalescingStream, LogOutput, format_line
 from spore.options import SporeOptions
 
@@ -25,11 +25,13 @@ class Options(usage.Options):
     subCommands = [
         ["server", None, server_tap.Options, "Run a tunnel server"],
         ["local", None, local_tap.Options, "Expose a local port through a tunnel server"],
+        ["status", None, status_command.StatusOptions, "Show a running server's tunnels, from its status page"],
+        ["password", None, status_command.PasswordOptions, "Make a line for the status page's password file"],
     ]
 
     def postOptions(self) -> None:
         if self.subCommand is None:
-            raise usage.UsageError("choose a command: 'spore server' or 'spore local'")
+            raise usage.UsageError("choose a command: 'spore server', 'spore local' or 'spore status'")
         if self["log-format"] not in _OBSERVERS:
             raise usage.UsageError(f"--log-format must be text or json, not {self['log-format']!r}")
         try:
@@ -41,6 +43,7 @@ class Options(usage.Options):
 
 
 _TAPS = {"server": server_tap, "local": local_tap}
+_COMMANDS = {"status": status_command.status, "password": status_command.password}  # no reactor, no log
 _OBSERVERS = {
     "text": lambda stream: FileLogObserver(stream, format_line),
     "json": lambda stream: jsonFileLogObserver(stream, recordSeparator=""),  # plain JSON lines
@@ -64,6 +67,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
         command = f"spore {options.subCommand}" if options.subCommand else "spore"
         sys.stderr.write(f"Error: {e}\nRun '{command} --help' for the options.\n")
         sys.exit(2)
+    if options.subCommand in _COMMANDS:
+        sys.exit(_COMMANDS[options.subCommand](options.subOptions))
 
     from twisted.internet import reactor
 

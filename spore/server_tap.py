@@ -25,11 +25,14 @@ from spore.access import AccessRules
 from spore.handshake_budget import HandshakeBudget, wrap_server_factory
 from spore.limits import announce_open_file_limit
 from spore.metrics import ServerMetrics, metrics_site
+from spore.passwords import PasswordFileChecker, PasswordFileError
 from spore.policies import AddressFilter, LimitPerPeer, PeerLimit
 from spore.roster import NamedClient, Roster, RosterError, read_clients
 from spore.server import BACKLOG, ServerFactory
 from spore.settings import DEFAULT_CONTROL_PORT, ServerSettings
 from spore.shedding import TurnedAway
+from spore.status_report import report
+from spore.status_site import endpoint_problem, is_loopback_endpoint, status_site
 
 
 class Options(check.SporeOptions):
@@ -91,6 +94,12 @@ class Options(check.SporeOptions):
         ["metrics-port", None, None, "Serve Prometheus metrics at http://BIND_ADDR:PORT/metrics"],
         ["metrics", None, None, "Twisted endpoint for the metrics page, e.g. tcp:9464:interface=127.0.0.1 "
          "(replaces --metrics-port)"],
+        ["status-port", None, None, "Serve the status page (every tunnel, its client and its traffic) at "
+         "http://127.0.0.1:PORT/, on loopback only"],
+        ["status", None, None, "Twisted endpoint for the status page (replaces --status-port); beyond loopback "
+         "it must be TLS with --status-passwords, e.g. ssl:9465:privateKey=key.pem:certKey=cert.pem"],
+        ["status-passwords", None, None, "File of 'user:hash' lines (make one with: spore password USER) whose "
+         "users may see the status page; it then also serves /metrics, behind the same password"],
         ["sndbuf", None, None, "SO_SNDBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
         ["recbuf", None, None, "SO_RCVBUF, in bytes, of every socket carrying tunnelled bytes [default: the system's]"],
     ]
@@ -132,6 +141,26 @@ class Options(check.SporeOptions):
         self.metrics_listen = self["metrics"] or (
             self["metrics-port"] and f"tcp:{self.port('metrics-port')}:interface={quoteStringArgument(bind_addr)}"
         )
+        self._status_options()
+
+    def _status_options(self) -> None:
+        self.status_listen = self["status"] or (
+            self["status-port"] and f"tcp:{self.port('status-port')}:interface=127.0.0.1"
+        )
+        passwords = self.status_passwords = self["status-passwords"]
+        if not self.status_listen:
+            if passwords:
+                raise usage.UsageError("--status-passwords is for the status page: add --status-port or --status")
+            return
+        self.status_loopback = bool(is_loopback_endpoint(self.status_listen))
+        problem = endpoint_problem(self.status_listen, passwords)
+        if problem:
+            raise usage.UsageError(f"{self.label('status')}: {problem} (it shows every client's address)")
+        if passwords:
+            try:
+                PasswordFileChecker(passwords)
+            except PasswordFileError as e:
+                raise usage.UsageError(f"--status-passwords {e}") from None
 
     def _tls_options(self):
         files = {name: self[name] for name in ("certfile", "keyfile", "cacertfile")}
@@ -341,4 +370,10 @@ def makeService(options: Options) -> ServerService:
     if options.metrics_listen:
         site = metrics_site(metrics.registry)
         _listening(options.metrics_listen, site, "--metrics", "metrics", reactor).setServiceParent(service)
+    if options.status_listen:
+        site = status_site(
+            lambda: report(factory, reactor.seconds()), metrics.registry,
+            passwords=options.status_passwords, loopback=options.status_loopback, reactor=reactor,
+        )
+        _listening(options.status_listen, site, "--status", "status page", reactor).setServiceParent(service)
     return service
