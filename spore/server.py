@@ -500,7 +500,7 @@ class ServerProtocol(FrameProtocol):
         self.splice(visitor)
         # The visitor's first bytes are waiting: on their way before the log line.
         visitor.read_now()
-        self.log.info("visitor {id} claimed by {client}", id=str(id), client=self.client)
+        self.log.info("visitor {id} claimed by {who}", id=str(id), who=self.who, client=self.client, name=self.name)
         self.server.metrics.control("data")
 
     def forward(self, data: bytes) -> None:
