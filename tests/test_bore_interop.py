@@ -49,6 +49,9 @@ HAS_BIND_ADDR = VERSION >= (0, 6)
 
 def _control_port_is_free() -> bool:
     with socket.socket() as probe:
+        # As bore's own listener does: a previous run's connections still in
+        # TIME_WAIT do not make the port taken.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", BORE_CONTROL_PORT))
         except OSError:
