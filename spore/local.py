@@ -299,8 +299,10 @@ class LocalClient:
             self.service.stopService()
 
     def _first_connection_failed(self, reason: Failure) -> None:
-        if not self.done.called:
-            self.failed(f"could not connect to server at {self.server}: {describe_connect_failure(reason)}")
+        # This runs inside the service's own state change, which cannot be
+        # interrupted by a stop: give up on the next turn instead.
+        why = f"could not connect to server at {self.server}: {describe_connect_failure(reason)}"
+        self.clock.callLater(0, lambda: self.done.called or self.failed(why))
 
     def failed(self, why: str) -> None:
         """The tunnel cannot go on: stop, and say why."""

@@ -222,8 +222,11 @@ def test_an_unreachable_server_is_named():
     reactor = TunnelReactor()
     settings = LocalSettings(local_port=3000, to="tunnel.example", control_port=7000)
     outcome = []
-    LocalClient(settings, reactor, Refusing(), MemoryEndpoint()).start().addBoth(outcome.append)
+    client = LocalClient(settings, reactor, Refusing(), MemoryEndpoint())
+    client.start().addBoth(outcome.append)
+    reactor.advance(0)
     assert outcome[0].getErrorMessage() == "could not connect to server at tunnel.example:7000: connection refused"
+    assert not client.service.running and reactor.getDelayedCalls() == []  # no retry left behind
 
 
 def test_stopping_closes_the_tunnel_without_failing():
