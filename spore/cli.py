@@ -10,6 +10,7 @@ from twisted.logger import FileLogObserver, InvalidLogLevelError, LogLevel, glob
 from twisted.python import usage
 
 from spore import local_tap, server_tap, status_command
+from spore import reactor as spore_reactor
 from spore.log_output import CoalescingStream, LogOutput, format_line
 from spore.options import SporeOptions
 
@@ -70,6 +71,8 @@ def main(argv: list[str] | None = None) -> NoReturn:
     if options.subCommand in _COMMANDS:
         sys.exit(_COMMANDS[options.subCommand](options.subOptions))
 
+    if spore_reactor.available():
+        spore_reactor.install()
     from twisted.internet import reactor
 
     stream = CoalescingStream(sys.stderr, reactor)

@@ -1,0 +1,81 @@
+"""The event loop ``spore`` runs on: Twisted's epoll reactor, with less work per event.
+
+Twisted's ``EPollReactor`` hands every ready descriptor to its handler
+through ``log.callWithLogger``, which copies a logging context (the
+descriptor's ``logPrefix()``, for ``twisted.python.log`` calls made while it
+is handled) and passes the call down four more Python frames.  A tunnel does
+little per event (read what came, write it to the other side), so on the
+per-visitor path that was 13 of 36 microseconds of CPU per round trip in
+each of the tunnel's two processes (``bench/interactive.py``, held
+connections; PROFILE.md).
+
+``SporeReactor`` calls ``doRead`` at once for an event that is a plain
+read, and hands everything else (a write, a hang-up, an error) to Twisted's
+own handler as before.  An exception from a read is logged inside the
+descriptor's logging context, as Twisted logs it, and the descriptor is
+disconnected with it.  ``twisted.logger`` events are the same either way;
+only a ``twisted.python.log.msg`` made from inside a read handler is
+logged without the descriptor's prefix as its system.
+
+This is the one place that leans on the epoll reactor's private parts
+(``_poller``, ``_selectables``, ``_doReadOrWrite``,
+``_disconnectSelectable``); ``tests/test_reactor.py`` fails if a Twisted
+upgrade changes them.  ``spore`` installs it where epoll exists (Linux),
+``twist --reactor=spore`` chooses it for ``twist``, and anywhere else
+Twisted's default reactor runs Spore unchanged.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from twisted.python import log
+from twisted.python.failure import Failure
+
+try:
+    from select import EPOLLIN
+
+    from twisted.internet.epollreactor import EPollReactor
+except ImportError:  # not Linux
+    EPollReactor = None
+
+
+def available() -> bool:
+    """Whether this platform has epoll, which ``SporeReactor`` is built on."""
+    return EPollReactor is not None
+
+
+if available():
+
+    class SporeReactor(EPollReactor):
+        """``EPollReactor`` that calls ``doRead`` straight away for a plain read event."""
+
+        def doPoll(self, timeout: float | None) -> None:
+            try:
+                events = self._poller.poll(-1 if timeout is None else timeout, len(self._selectables))
+            except InterruptedError:
+                return
+            selectables = self._selectables
+            for fd, event in events:
+                selectable = selectables.get(fd)
+                if selectable is None:
+                    continue
+                if event != EPOLLIN:
+                    log.callWithLogger(selectable, self._doReadOrWrite, selectable, fd, event)
+                    continue
+                try:
+                    why = selectable.doRead()
+                except BaseException:
+                    why = sys.exc_info()[1]
+                    log.callWithLogger(selectable, log.err, Failure())
+                if why:
+                    self._disconnectSelectable(selectable, why, True)
+
+        doIteration = doPoll
+
+
+def install() -> None:
+    """Install ``SporeReactor`` as Twisted's reactor (``twist --reactor=spore`` calls this)."""
+    from twisted.internet.main import installReactor
+
+    installReactor(SporeReactor())
