@@ -14,6 +14,15 @@ from tests.processes import Processes
 from tests.services import Service, echo
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config) -> None:
+    """Run the tests on the reactor ``spore`` runs on (pytest-twisted then finds it installed)."""
+    from spore import reactor as spore_reactor
+
+    if spore_reactor.available():
+        spore_reactor.install()
+
+
 @pytest.fixture
 def reactor():
     """The global reactor, which pytest-twisted runs (it has no fixture of its own)."""

@@ -1,0 +1,165 @@
+"""The reactor ``spore`` runs on (spore.reactor), driven one poll at a time on real sockets.
+
+Each test makes a ``SporeReactor`` of its own, never run, and calls its
+``doPoll`` by hand, so it fails if a Twisted upgrade changes the epoll
+reactor's private parts it uses, or what they do.  The rest of the suite
+runs on it too (tests/conftest.py).
+"""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+from twisted.application.reactors import getReactorTypes
+from twisted.internet.abstract import FileDescriptor
+from twisted.internet.epollreactor import EPollReactor
+from twisted.internet.main import CONNECTION_DONE
+from twisted.python import log
+
+from spore import reactor as spore_reactor
+
+pytestmark = pytest.mark.skipif(not spore_reactor.available(), reason="epoll is Linux only")
+
+
+class Descriptor(FileDescriptor):
+    """A plain socket, recording what the reactor calls on it."""
+
+    def __init__(self, reactor, sock: socket.socket, read=None) -> None:
+        super().__init__(reactor)
+        self.sock = sock
+        self.calls: list[str] = []
+        self.lost = []
+        self.read = read or (lambda: self.sock.recv(100) or CONNECTION_DONE)
+        self.connected = True
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def logPrefix(self) -> str:
+        return "the-descriptor"
+
+    def doRead(self):
+        self.calls.append("read")
+        data = self.read()
+        return data if data is CONNECTION_DONE else None
+
+    def doWrite(self):
+        self.calls.append("write")
+        self.stopWriting()
+
+    def connectionLost(self, reason) -> None:
+        self.lost.append(reason)
+        super().connectionLost(reason)
+
+
+@pytest.fixture
+def poller():
+    reactors = []
+
+    def make(kind=spore_reactor.SporeReactor):
+        made = kind()
+        reactors.append(made)
+        return made
+
+    yield make
+    for made in reactors:
+        made._poller.close()
+        made.waker.connectionLost(None)
+
+
+@pytest.fixture
+def pair():
+    a, b = socket.socketpair()
+    for s in (a, b):
+        s.setblocking(False)
+    yield a, b
+    a.close()
+    b.close()
+
+
+def test_the_suite_and_spore_run_on_it(reactor):
+    assert type(reactor) is spore_reactor.SporeReactor
+    assert "spore" in {r.shortName for r in getReactorTypes()}  # twist --reactor=spore
+
+
+def test_a_read_goes_straight_to_doRead(poller, pair, monkeypatch):
+    made = poller()
+    descriptor = Descriptor(made, pair[0])
+    made.addReader(descriptor)
+    pair[1].send(b"hello")
+    contexts = []
+    monkeypatch.setattr(log, "callWithLogger", lambda *a: contexts.append(a))
+    made.doPoll(1)
+    assert descriptor.calls == ["read"]
+    assert contexts == []  # the cost this reactor exists to save
+    assert descriptor.lost == []
+
+
+def test_the_end_of_a_connection_is_a_clean_disconnect(poller, pair):
+    made = poller()
+    descriptor = Descriptor(made, pair[0])
+    made.addReader(descriptor)
+    pair[1].close()
+    made.doPoll(1)
+    assert descriptor.calls == ["read"]
+    assert [reason.type for reason in descriptor.lost] == [type(CONNECTION_DONE)]
+    assert descriptor not in made.getReaders()
+
+
+def test_an_exception_while_reading_is_logged_in_its_context_and_disconnects(poller, pair):
+    made = poller()
+
+    def broken():
+        raise ZeroDivisionError("broken protocol")
+
+    descriptor = Descriptor(made, pair[0], read=broken)
+    made.addReader(descriptor)
+    pair[1].send(b"x")
+    logged = []
+    log.addObserver(logged.append)
+    try:
+        made.doPoll(1)
+    finally:
+        log.removeObserver(logged.append)
+    errors = [event for event in logged if event.get("isError")]
+    assert [event["system"] for event in errors] == ["the-descriptor"]  # as Twisted's own handler logs it
+    assert errors[0]["failure"].check(ZeroDivisionError)
+    assert [reason.type for reason in descriptor.lost] == [ZeroDivisionError]
+    assert descriptor not in made.getReaders()
+
+
+@pytest.mark.parametrize("kind", [EPollReactor, spore_reactor.SporeReactor])
+def test_writes_and_hang_ups_are_handled_as_twisted_does(poller, pair, kind):
+    made = poller(kind)
+    writer = Descriptor(made, pair[0])
+    made.addWriter(writer)
+    made.doPoll(1)
+    assert writer.calls == ["write"]
+
+    reader = Descriptor(made, pair[1])
+    made.addReader(reader)
+    pair[1].send(b"for the writer, never read")
+    pair[0].shutdown(socket.SHUT_RDWR)  # a hang-up while reading: EPOLLIN with EPOLLHUP
+    made.doPoll(1)
+    assert reader.calls == ["read"]
+    assert [reason.type for reason in reader.lost] == [type(CONNECTION_DONE)]
+
+
+def test_a_descriptor_removed_by_an_earlier_event_is_skipped(poller, pair):
+    made = poller()
+    other = socket.socketpair()
+    try:
+        one, two = Descriptor(made, pair[0]), Descriptor(made, other[0])
+        # Each one's read removes the other, so whichever epoll reports first, the other must not be read.
+        one.read = lambda: made.removeReader(two)
+        two.read = lambda: made.removeReader(one)
+        made.addReader(one)
+        made.addReader(two)
+        pair[1].send(b"a")
+        other[1].send(b"b")
+        made.doPoll(1)
+        assert sorted(one.calls + two.calls) == ["read"]
+    finally:
+        for s in other:
+            s.close()
