@@ -25,7 +25,11 @@ All the clients are driven from one selectors loop in this process
 every tunnel.  The service is one selectors loop in a child process
 (``interactive.py --serve``).  Runs alternate direct and tunnel, taking turns at
 going first, --reps times (default 5, --quick 3), each lasting --seconds
-(default 4, --quick 2); the figures are medians.
+(default 4, --quick 2); the figures are medians.  --modes picks the modes.
+
+A tunnel run also records the CPU time (user and system, from /proc) each
+tunnel process spent per transaction: the rate moves with whatever else the
+machine is doing, the CPU a transaction costs much less.
 
 The tunnel is started from command templates, as ../shared/bench/tunnel_bench.py
 does: ``{local_port}`` and ``{local_host}`` stand for the service's port and
@@ -514,13 +518,33 @@ def ratio(a, b) -> float | None:
     return round(a / b, 4) if a is not None and b else None
 
 
-def measure(args: argparse.Namespace, targets: dict[str, int], reps: int, seconds: float, result: dict) -> None:
-    """Every mode, ``reps`` times direct and tunnel, taking turns at going first."""
-    for mode in MODES:
+def cpu_seconds(pid: int) -> float:
+    """User and system CPU time a process has used so far (Linux /proc), or 0 where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(args: argparse.Namespace, targets: dict[str, int], reps: int, seconds: float, result: dict,
+            tunnel_pids: dict[str, int]) -> None:
+    """Every mode, ``reps`` times direct and tunnel, taking turns at going first.
+
+    A tunnel run also records the CPU time each tunnel process spent per
+    transaction: a yardstick that the machine's other load moves less than
+    it moves the rate."""
+    for mode in args.modes:
         runs = result["runs"][mode]
         for rep in range(reps):
             for name in ("direct", "tunnel") if rep % 2 == 0 else ("tunnel", "direct"):
+                before = {side: cpu_seconds(pid) for side, pid in tunnel_pids.items()}
                 run = run_load(mode, targets[name], args.clients, seconds, args.round_trips)
+                if name == "tunnel" and run["transactions"]:
+                    for side, pid in tunnel_pids.items():
+                        run[f"{side}_cpu_us_per_tx"] = round(
+                            (cpu_seconds(pid) - before[side]) * 1e6 / run["transactions"], 1)
                 runs[name].append(run)
                 if run["errors"]:
                     result["errors"].append(
@@ -540,6 +564,8 @@ def summarize(runs: dict) -> dict:
             "tunnel_p50_ms": median([r["p50_ms"] for r in sides["tunnel"]]),
             "errors": sum(r["errors"] for side in sides.values() for r in side),
         }
+        for side in ("server", "client"):
+            summary[mode][f"{side}_cpu_us_per_tx"] = median([r.get(f"{side}_cpu_us_per_tx") for r in sides["tunnel"]])
     return summary
 
 
@@ -548,12 +574,14 @@ def table(summary: dict, config: dict) -> str:
              f"{REQUEST_BYTES * REPLY_FACTOR}-byte replies, {config['reps']} runs of {config['seconds']:g} s "
              f"each way (medians); per_connection = {config['round_trips']} round trips per connection")
     columns = (f"{'mode':<16}{'direct tx/s':>13}{'tunnel tx/s':>13}{'tunnel/direct':>15}"
-               f"{'direct p50 ms':>15}{'tunnel p50 ms':>15}{'errors':>8}")
+               f"{'direct p50 ms':>15}{'tunnel p50 ms':>15}{'errors':>8}{'CPU us/tx server':>18}{'client':>8}")
     lines = [title, columns]
     for mode, s in summary.items():
         cells = [s["direct_tps"], s["tunnel_tps"], s["ratio"], s["direct_p50_ms"], s["tunnel_p50_ms"]]
         text = ["-" if v is None else f"{v:.0f}" if i < 2 else f"{v:.3f}" for i, v in enumerate(cells)]
-        lines.append(f"{mode:<16}{text[0]:>13}{text[1]:>13}{text[2]:>15}{text[3]:>15}{text[4]:>15}{s['errors']:>8}")
+        cpu = ["-" if s[k] is None else f"{s[k]:.0f}" for k in ("server_cpu_us_per_tx", "client_cpu_us_per_tx")]
+        lines.append(f"{mode:<16}{text[0]:>13}{text[1]:>13}{text[2]:>15}{text[3]:>15}{text[4]:>15}{s['errors']:>8}"
+                     f"{cpu[0]:>18}{cpu[1]:>8}")
     return "\n".join(lines)
 
 
@@ -579,8 +607,12 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=8, help="clients at once (default 8)")
     parser.add_argument("--round-trips", type=int, default=3,
                         help="round trips per connection in per_connection (default 3)")
+    parser.add_argument("--modes", default=",".join(MODES), help="comma list of %(default)s")
     parser.add_argument("--out", metavar="FILE", help="also write the JSON, with every run, here")
     args = parser.parse_args()
+    args.modes = args.modes.split(",")
+    if not set(args.modes) <= set(MODES):
+        parser.error(f"--modes takes a comma list of {', '.join(MODES)}")
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, exit_on_signal)
 
@@ -598,7 +630,8 @@ def main() -> int:
         service = Service()
         server, client, public = start_tunnel(args, service.port, logdir, programs)
         config.update(service_port=service.port, public_port=public)
-        measure(args, {"direct": service.port, "tunnel": public}, reps, seconds, result)
+        measure(args, {"direct": service.port, "tunnel": public}, reps, seconds, result,
+                {"server": server.popen.pid, "client": client.popen.pid})
         if not (server.alive() and client.alive()):
             result["errors"].append("the tunnel server or client exited during the runs")
     except TunnelError as e:
