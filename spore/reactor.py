@@ -10,12 +10,14 @@ each of the tunnel's two processes (``bench/interactive.py``, held
 connections; PROFILE.md).
 
 ``SporeReactor`` calls ``doRead`` at once for an event that is a plain
-read, and hands everything else (a write, a hang-up, an error) to Twisted's
-own handler as before.  An exception from a read is logged inside the
-descriptor's logging context, as Twisted logs it, and the descriptor is
-disconnected with it.  ``twisted.logger`` events are the same either way;
-only a ``twisted.python.log.msg`` made from inside a read handler is
-logged without the descriptor's prefix as its system.
+read, ``doWrite`` for one that is a plain write (a connect that completed,
+a full buffer that drained), and hands everything else (a hang-up, an
+error, both at once) to Twisted's own handler as before.  An exception from
+either is logged inside the descriptor's logging context, as Twisted logs
+it, and the descriptor is disconnected with it.  ``twisted.logger`` events
+are the same either way; only a ``twisted.python.log.msg`` made from inside
+a read or write handler is logged without the descriptor's prefix as its
+system.
 
 This is the one place that leans on the epoll reactor's private parts
 (``_poller``, ``_selectables``, ``_doReadOrWrite``,
@@ -33,7 +35,7 @@ from twisted.python import log
 from twisted.python.failure import Failure
 
 try:
-    from select import EPOLLIN
+    from select import EPOLLIN, EPOLLOUT
 
     from twisted.internet.epollreactor import EPollReactor
 except ImportError:  # not Linux
@@ -48,7 +50,7 @@ def available() -> bool:
 if available():
 
     class SporeReactor(EPollReactor):
-        """``EPollReactor`` that calls ``doRead`` straight away for a plain read event."""
+        """``EPollReactor`` that calls ``doRead`` or ``doWrite`` straight away for a plain read or write event."""
 
         def doPoll(self, timeout: float | None) -> None:
             try:
@@ -60,16 +62,20 @@ if available():
                 selectable = selectables.get(fd)
                 if selectable is None:
                     continue
-                if event != EPOLLIN:
+                if event == EPOLLIN:
+                    handle, reading = selectable.doRead, True
+                elif event == EPOLLOUT:
+                    handle, reading = selectable.doWrite, False
+                else:
                     log.callWithLogger(selectable, self._doReadOrWrite, selectable, fd, event)
                     continue
                 try:
-                    why = selectable.doRead()
+                    why = handle()
                 except BaseException:
                     why = sys.exc_info()[1]
                     log.callWithLogger(selectable, log.err, Failure())
                 if why:
-                    self._disconnectSelectable(selectable, why, True)
+                    self._disconnectSelectable(selectable, why, reading)
 
         doIteration = doPoll
 

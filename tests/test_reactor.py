@@ -96,6 +96,33 @@ def test_a_read_goes_straight_to_doRead(poller, pair, monkeypatch):
     assert descriptor.lost == []
 
 
+def test_a_write_goes_straight_to_doWrite(poller, pair, monkeypatch):
+    made = poller()
+    descriptor = Descriptor(made, pair[0])
+    made.addWriter(descriptor)
+    monkeypatch.setattr(log, "callWithLogger", lambda *a: pytest.fail("went through callWithLogger"))
+    made.doPoll(1)
+    assert descriptor.calls == ["write"]
+    assert descriptor not in made.getWriters()
+
+
+def test_an_exception_while_writing_disconnects_as_a_write(poller, pair):
+    made = poller()
+    descriptor = Descriptor(made, pair[0])
+    descriptor.doWrite = lambda: 1 / 0
+    made.addWriter(descriptor)
+    made.addReader(descriptor)  # nothing to read: the event is a plain write
+    logged = []
+    log.addObserver(logged.append)
+    try:
+        made.doPoll(1)
+    finally:
+        log.removeObserver(logged.append)
+    assert [event["system"] for event in logged if event.get("isError")] == ["the-descriptor"]
+    assert [reason.type for reason in descriptor.lost] == [ZeroDivisionError]
+    assert descriptor not in made.getWriters() and descriptor not in made.getReaders()
+
+
 def test_the_end_of_a_connection_is_a_clean_disconnect(poller, pair):
     made = poller()
     descriptor = Descriptor(made, pair[0])
