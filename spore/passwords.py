@@ -152,7 +152,7 @@ def read_password_file(path: str) -> dict[bytes, str]:
 
 @implementer(ICredentialsChecker)
 class PasswordFileChecker:
-    """Checks usernames and passwords against a password file, read once when made.
+    """Checks usernames and passwords against a password file, read when made and on ``reload``.
 
     scrypt takes tens of milliseconds of CPU on purpose.  Given a ``reactor``,
     each check runs in the reactor's thread pool (hashlib releases the GIL), so
@@ -172,6 +172,18 @@ class PasswordFileChecker:
         self._dummy = hash_password(_b64encode(os.urandom(SALT_BYTES)))
         self._digest_key = os.urandom(32)
         self._passed: dict[bytes, bytes] = {}
+
+    def reload(self) -> int:
+        """Read the password file again and check against what it says now; returns its number of users.
+
+        A password remembered as passed is forgotten, so a user removed or
+        given a new password is refused from now on.  Raises
+        ``PasswordFileError``, and keeps the users it had, if the file cannot
+        be used.
+        """
+        self._users = read_password_file(self.path)
+        self._passed.clear()
+        return len(self._users)
 
     def requestAvatarId(self, credentials: IUsernamePassword) -> Deferred[bytes]:
         username, password = credentials.username, credentials.password

@@ -276,8 +276,20 @@ class ServerService(MultiService):
         self.drain_timeout = drain_timeout
         self.reread = reread
 
+    status_passwords: PasswordFileChecker | None = None  # the status page's, reread with the rest
+
     def reload(self) -> None:
-        """Read the secrets and clients files again and apply what they say now (SIGHUP)."""
+        """Read the secrets, clients and status password files again and apply what they say now (SIGHUP)."""
+        self._reload_roster()
+        if self.status_passwords is not None:
+            try:
+                users = self.status_passwords.reload()
+            except PasswordFileError as e:
+                self.log.error("reload failed, the status page's users stay: --status-passwords {why}", why=str(e))
+            else:
+                self.log.info("reloaded: {users} status page users", users=users)
+
+    def _reload_roster(self) -> None:
         try:
             roster = self.reread()
         except usage.UsageError as e:
@@ -376,4 +388,5 @@ def makeService(options: Options) -> ServerService:
             passwords=options.status_passwords, loopback=options.status_loopback, reactor=reactor,
         )
         _listening(options.status_listen, site, "--status", "status page", reactor).setServiceParent(service)
+        service.status_passwords = site.passwords
     return service

@@ -42,6 +42,7 @@ class StatusSite(Site):
     """A Site that does not log: a page refreshing every 2 seconds is not worth a line each time."""
 
     noisy = False
+    passwords: PasswordFileChecker | None = None  # who may see it, if a password file says
 
     def log(self, request) -> None:
         pass
@@ -176,10 +177,13 @@ def status_site(
     ``spore.passwords.PasswordFileError`` for a password file that cannot be used.
     """
     resource = status_resource(snapshot, registry)
+    checker = None
     if passwords is not None:
-        portal = Portal(StatusRealm(resource), [PasswordFileChecker(passwords, reactor=reactor)])
-        resource = HTTPAuthSessionWrapper(portal, [BasicCredentialFactory(REALM)])
-    return StatusSite(_Front(resource, loopback))
+        checker = PasswordFileChecker(passwords, reactor=reactor)
+        resource = HTTPAuthSessionWrapper(Portal(StatusRealm(resource), [checker]), [BasicCredentialFactory(REALM)])
+    site = StatusSite(_Front(resource, loopback))
+    site.passwords = checker
+    return site
 
 
 def _endpoint_parts(description: str) -> tuple[str, str | None]:

@@ -173,14 +173,35 @@ def test_an_unknown_user_costs_a_check_as_a_known_one_does(password_file, monkey
     assert len(checked) == 4 and all(is_password_hash(s) for s in checked)
 
 
-def test_the_checker_reads_its_file_when_made(tmp_path):
+def test_the_checker_reads_its_file_when_made_and_when_reloaded(tmp_path):
     path = tmp_path / "passwords"
     path.write_text("alice:plain\n")
     with pytest.raises(PasswordFileError, match="line 1"):
         PasswordFileChecker(str(path))
+    path.write_text(f"alice:{stored('a')}\nbob:{stored('b')}\n")
+    checker = PasswordFileChecker(str(path))
+    check = checker.requestAvatarId
+    assert outcome(check(UsernamePassword(b"alice", b"a"))) == b"alice"  # and now remembered
+    path.write_text(f"alice:{stored('new')}\ncarol:{stored('c')}\n")
+    assert outcome(check(UsernamePassword(b"bob", b"b"))) == b"bob"  # until it is reloaded
+    assert checker.reload() == 2
+    assert outcome(check(UsernamePassword(b"alice", b"a"))) is UnauthorizedLogin  # remembered no longer
+    assert outcome(check(UsernamePassword(b"bob", b"b"))) is UnauthorizedLogin  # removed
+    assert outcome(check(UsernamePassword(b"alice", b"new"))) == b"alice"
+    assert outcome(check(UsernamePassword(b"carol", b"c"))) == b"carol"
+
+
+def test_a_password_file_broken_since_keeps_its_users(tmp_path):
+    path = tmp_path / "passwords"
     path.write_text(f"alice:{stored('a')}\n")
     checker = PasswordFileChecker(str(path))
-    path.write_text(f"alice:{stored('b')}\n")  # read once: a change needs a restart
+    path.write_text(f"alice:{stored('a')}\nbob:plain\n")
+    with pytest.raises(PasswordFileError, match="line 2"):
+        checker.reload()
+    assert outcome(checker.requestAvatarId(UsernamePassword(b"alice", b"a"))) == b"alice"
+    path.unlink()
+    with pytest.raises(PasswordFileError):
+        checker.reload()
     assert outcome(checker.requestAvatarId(UsernamePassword(b"alice", b"a"))) == b"alice"
 
 
@@ -193,3 +214,4 @@ async def test_the_checker_can_check_in_the_reactors_thread_pool(reactor, passwo
         await checker.requestAvatarId(UsernamePassword(b"alice", b"wrong")).addTimeout(TIMEOUT, reactor)
     with pytest.raises(UnauthorizedLogin):
         await checker.requestAvatarId(UsernamePassword(b"nobody", b"wrong")).addTimeout(TIMEOUT, reactor)
+

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import signal
 import subprocess
 import urllib.error
 import urllib.request
@@ -12,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from spore.passwords import hash_password
 from tests.browser import chromium_missing_reason, render
 from tests.processes import TIMEOUT, executable
 from tests.test_named_clients import SECRETS, write_clients
@@ -137,6 +140,34 @@ def test_over_tls_the_page_wants_a_password(processes, echo_service, tmp_path, p
     assert [t["name"] for t in json.loads(right.stdout)["tunnels"]] == ["alice"]
     untrusted = spore_status(url, "--user", "carol", env={"SPORE_STATUS_PASSWORD": "long enough password"})
     assert untrusted.returncode == 1 and "CERTIFICATE_VERIFY_FAILED" in untrusted.stderr
+
+
+def test_a_reload_applies_the_status_password_file(processes, tmp_path, pki):
+    passwords = tmp_path / "status-passwords"
+    passwords.write_text(f"carol:{hash_password('carols password')}\n")
+    cert, key = pki.server
+    server, _, status_port = status_server(
+        processes, tmp_path, "--status", f"ssl:0:interface=127.0.0.1:privateKey={key}:certKey={cert}",
+        "--status-passwords", str(passwords),
+    )
+    url = f"https://localhost:{status_port}/"
+
+    def status_as(user: str, password: str) -> subprocess.CompletedProcess:
+        return spore_status(url, "--cafile", pki.ca, "--user", user, env={"SPORE_STATUS_PASSWORD": password})
+
+    assert status_as("carol", "carols password").returncode == 0
+    passwords.write_text(f"dave:{hash_password('daves password')}\n")  # carol's access is revoked
+    server.signal(signal.SIGHUP)
+    server.wait_for("reloaded: 1 status page users", stream="stderr")
+    refused = status_as("carol", "carols password")
+    assert refused.returncode == 1 and "wrong user or password" in refused.stderr
+    assert status_as("dave", "daves password").returncode == 0
+
+    passwords.write_text("dave:plaintext\n")
+    server.signal(signal.SIGHUP)
+    stays = "reload failed, the status page's users stay: --status-passwords"
+    server.wait_for(rf"{stays} {re.escape(str(passwords))}, line 1", stream="stderr")
+    assert status_as("dave", "daves password").returncode == 0
 
 
 def test_a_bad_password_file_stops_the_start(processes, tmp_path, pki):
