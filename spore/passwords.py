@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.credentials import IUsernamePassword
 from twisted.cred.error import UnauthorizedLogin
-from twisted.internet.defer import Deferred, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, DeferredSemaphore, maybeDeferred, succeed
 from twisted.internet.threads import deferToThreadPool
 from zope.interface import implementer
 
@@ -36,6 +36,9 @@ SALT_BYTES, KEY_BYTES = 16, 32
 # check take a minute or a gigabyte.  hash_password's values sit well inside.
 _MAX_N, _MAX_R, _MAX_P = 2**20, 32, 16
 _KEY_LENGTHS = range(16, 65)
+
+# Checks waiting for the one running, beyond which a login is refused unchecked.
+MAX_CHECKS_WAITING = 16
 
 
 class PasswordFileError(ValueError):
@@ -157,9 +160,12 @@ class PasswordFileChecker:
     scrypt takes tens of milliseconds of CPU on purpose.  Given a ``reactor``,
     each check runs in the reactor's thread pool (hashlib releases the GIL), so
     that a stream of wrong guesses does not stall the tunnels served by the
-    same reactor; without one, it runs at once.  A browser sends the password
-    again with every request, so a password that passed is remembered (as a
-    keyed digest, with a key made for this process) and passes again at once.
+    same reactor; without one, it runs at once.  Checks run one at a time, so
+    a flood of guesses takes one core at most, never every core the tunnels
+    need, and with ``MAX_CHECKS_WAITING`` waiting for their turn the next
+    login is refused unchecked.  A browser sends the password again with every
+    request, so a password that passed is remembered (as a keyed digest, with
+    a key made for this process) and passes again at once, flood or not.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -172,6 +178,7 @@ class PasswordFileChecker:
         self._dummy = hash_password(_b64encode(os.urandom(SALT_BYTES)))
         self._digest_key = os.urandom(32)
         self._passed: dict[bytes, bytes] = {}
+        self._lane = DeferredSemaphore(1)
 
     def reload(self) -> int:
         """Read the password file again and check against what it says now; returns its number of users.
@@ -215,7 +222,10 @@ class PasswordFileChecker:
     def _check(self, password: str, stored: str) -> Deferred[bool]:
         if self._reactor is None:
             return maybeDeferred(verify_password, password, stored)
-        return deferToThreadPool(self._reactor, self._reactor.getThreadPool(), verify_password, password, stored)
+        if len(self._lane.waiting) >= MAX_CHECKS_WAITING:
+            return succeed(False)
+        pool = self._reactor.getThreadPool()
+        return self._lane.run(deferToThreadPool, self._reactor, pool, verify_password, password, stored)
 
     @staticmethod
     def _refuse() -> bytes:

@@ -12,6 +12,7 @@ from twisted.cred.error import UnauthorizedLogin
 
 import spore.passwords
 from spore.passwords import (
+    MAX_CHECKS_WAITING,
     PasswordFileChecker,
     PasswordFileError,
     hash_password,
@@ -215,3 +216,48 @@ async def test_the_checker_can_check_in_the_reactors_thread_pool(reactor, passwo
     with pytest.raises(UnauthorizedLogin):
         await checker.requestAvatarId(UsernamePassword(b"nobody", b"wrong")).addTimeout(TIMEOUT, reactor)
 
+
+class HeldPool:
+    """A thread pool that runs each call only when told to."""
+
+    def __init__(self) -> None:
+        self.calls = []
+
+    def callInThreadWithCallback(self, on_result, f, *args, **kwargs) -> None:
+        self.calls.append((on_result, f, args, kwargs))
+
+    def finish_all(self) -> None:
+        while self.calls:
+            on_result, f, args, kwargs = self.calls.pop(0)
+            on_result(True, f(*args, **kwargs))
+
+
+class PoolReactor:
+    def __init__(self) -> None:
+        self.pool = HeldPool()
+
+    def getThreadPool(self) -> HeldPool:
+        return self.pool
+
+    def callFromThread(self, f, *args, **kwargs) -> None:
+        f(*args, **kwargs)
+
+
+def test_checks_run_one_at_a_time_and_a_flood_of_them_is_refused_unchecked(password_file):
+    reactor = PoolReactor()
+    checker = PasswordFileChecker(password_file, reactor=reactor)
+    check = checker.requestAvatarId
+    guesses = [check(UsernamePassword(b"alice", b"guess %d" % i)) for i in range(1 + MAX_CHECKS_WAITING)]
+    assert len(reactor.pool.calls) == 1  # one running, the rest waiting their turn
+    refused = check(UsernamePassword(b"alice", b"open sesame"))
+    assert outcome(refused) is UnauthorizedLogin and len(reactor.pool.calls) == 1  # never checked
+    reactor.pool.finish_all()
+    assert [outcome(guess) for guess in guesses] == [UnauthorizedLogin] * len(guesses)
+
+    right = check(UsernamePassword(b"alice", b"open sesame"))
+    reactor.pool.finish_all()
+    assert outcome(right) == b"alice"
+    flood = [check(UsernamePassword(b"bob", b"guess %d" % i)) for i in range(1 + MAX_CHECKS_WAITING)]
+    assert outcome(check(UsernamePassword(b"alice", b"open sesame"))) == b"alice"  # remembered: passes in a flood
+    reactor.pool.finish_all()
+    assert [outcome(guess) for guess in flood] == [UnauthorizedLogin] * len(flood)
