@@ -19,9 +19,18 @@ are the same either way; only a ``twisted.python.log.msg`` made from inside
 a read or write handler is logged without the descriptor's prefix as its
 system.
 
-This is the one place that leans on the epoll reactor's private parts
-(``_poller``, ``_selectables``, ``_doReadOrWrite``,
-``_disconnectSelectable``); ``tests/test_reactor.py`` fails if a Twisted
+Between two polls Twisted's main loop runs its timer bookkeeping
+(``runUntilCurrent``, ``timeout``, each looking for new and due timers, and a
+failure handler around them): ten Python calls, 1.3 of the 1.6 microseconds a
+turn takes when there is nothing to do.  ``SporeReactor``'s loop looks first
+whether anything is there (a new timer, a due one, a call from another
+thread, a stop) and only then runs them; otherwise it goes straight back to
+the poll, sleeping until the first timer is due.
+
+This is the one place that leans on the reactor's private parts (epoll's
+``_poller``, ``_selectables``, ``_doReadOrWrite``, ``_disconnectSelectable``;
+the timers' ``_newTimedCalls``, ``_pendingTimedCalls``, ``threadCallQueue``,
+``_justStopped``, ``_started``); ``tests/test_reactor.py`` fails if a Twisted
 upgrade changes them.  ``spore`` installs it where epoll exists (Linux),
 ``twist --reactor=spore`` chooses it for ``twist``, and anywhere else
 Twisted's default reactor runs Spore unchanged.
@@ -31,6 +40,7 @@ from __future__ import annotations
 
 import sys
 
+from twisted.logger import Logger
 from twisted.python import log
 from twisted.python.failure import Failure
 
@@ -78,6 +88,30 @@ if available():
                     self._disconnectSelectable(selectable, why, reading)
 
         doIteration = doPoll
+
+        def mainLoop(self) -> None:
+            """Twisted's main loop, without the timers' bookkeeping on a turn where no timer is new or due."""
+            while self._started:
+                with _main_loop_failures:
+                    while self._started:
+                        now = self.seconds()
+                        pending = self._pendingTimedCalls
+                        if (
+                            self._newTimedCalls or self.threadCallQueue or self._justStopped
+                            or (pending and pending[0].time <= now)
+                        ):
+                            self.runUntilCurrent()
+                            timeout = self.timeout()
+                        elif pending:
+                            timeout = min(pending[0].time - now, _LONGEST_POLL)
+                        else:
+                            timeout = None
+                        self.doIteration(timeout if self.running else 0)
+            _log.info("Main loop terminated.")
+
+    _log = Logger()
+    _main_loop_failures = _log.failureHandler("Unexpected error in main loop")
+    _LONGEST_POLL = 2147483  # seconds: epoll_wait's timeout is an int of milliseconds (Twisted's limit too)
 
 
 def install() -> None:

@@ -1,8 +1,9 @@
 """The reactor ``spore`` runs on (spore.reactor), driven one poll at a time on real sockets.
 
 Each test makes a ``SporeReactor`` of its own, never run, and calls its
-``doPoll`` by hand, so it fails if a Twisted upgrade changes the epoll
-reactor's private parts it uses, or what they do.  The rest of the suite
+``doPoll`` by hand, or its main loop for a few turns on a stopped clock with
+a stand-in poll, so it fails if a Twisted upgrade changes the reactor's
+private parts it uses, or what they do.  The rest of the suite
 runs on it too (tests/conftest.py).
 """
 
@@ -190,3 +191,76 @@ def test_a_descriptor_removed_by_an_earlier_event_is_skipped(poller, pair):
     finally:
         for s in other:
             s.close()
+
+
+def stopped_clock(made, start: float = 1000.0) -> list[float]:
+    """Make ``made``'s clock stand at the returned list's only item."""
+    now = [start]
+    made.seconds = lambda: now[0]
+    return now
+
+
+def turns(made, count: int) -> list[float | None]:
+    """Run ``made``'s main loop for ``count`` turns; the timeout each poll was given."""
+    polls: list[float | None] = []
+
+    def poll(timeout):
+        polls.append(timeout)
+        if len(polls) == count:
+            made._started = False
+
+    made.doIteration = poll
+    made._started = made.running = True
+    made.mainLoop()
+    return polls
+
+
+def counting_timer_runs(made) -> list[None]:
+    runs: list[None] = []
+    run = made.runUntilCurrent
+    made.runUntilCurrent = lambda: runs.append(None) or run()
+    return runs
+
+
+def test_the_loop_sleeps_until_the_next_timer_and_runs_it_when_due(poller):
+    made = poller()
+    now = stopped_clock(made)
+    runs = counting_timer_runs(made)
+    fired = []
+    assert turns(made, 2) == [None, None]  # no timer: sleep until an event
+    assert runs == []
+
+    made.callLater(5, fired.append, "later")
+    assert turns(made, 3) == [5, 5, 5]
+    assert len(runs) == 1 and fired == []  # the new timer was taken in once, then only looked at
+
+    now[0] += 5
+    assert turns(made, 1) == [None]
+    assert fired == ["later"] and len(runs) == 2
+
+
+def test_the_loop_runs_calls_from_other_threads_and_a_stop(poller):
+    made = poller()
+    stopped_clock(made)
+    made.callLater(60, lambda: None)
+    called, stopped = [], []
+    made.callFromThread(called.append, "from a thread")
+    made.addSystemEventTrigger("during", "shutdown", stopped.append, "shutdown")
+    assert turns(made, 1) == [60]
+    assert called == ["from a thread"]
+    made._justStopped = True  # what stop() sets
+    turns(made, 1)
+    assert stopped == ["shutdown"]
+
+
+def test_a_loop_no_longer_running_polls_without_sleeping(poller):
+    made = poller()
+    stopped_clock(made)
+    made.callLater(60, lambda: None)
+    assert turns(made, 1) == [60]
+    made.running = False
+    made._started = True
+    polls = []
+    made.doIteration = lambda timeout: polls.append(timeout) or setattr(made, "_started", False)
+    made.mainLoop()
+    assert polls == [0]
