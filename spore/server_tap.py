@@ -269,14 +269,13 @@ class ServerService(MultiService):
     """
 
     log = Logger()
+    status_passwords: PasswordFileChecker | None = None  # the status page's, reread with the rest
 
     def __init__(self, factory: ServerFactory, drain_timeout: float, reread: Callable[[], Roster]) -> None:
         super().__init__()
         self.factory = factory
         self.drain_timeout = drain_timeout
         self.reread = reread
-
-    status_passwords: PasswordFileChecker | None = None  # the status page's, reread with the rest
 
     def reload(self) -> None:
         """Read the secrets, clients and status password files again and apply what they say now (SIGHUP)."""
