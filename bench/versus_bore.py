@@ -198,13 +198,14 @@ def version(cmd: str) -> str:
 # --------------------------------------------------------------------------
 
 
-def tunnel_commands(bore: str, spore: str) -> tuple[dict[str, str], dict[str, str]]:
-    """Server and client command templates of each implementation."""
+def tunnel_commands(bore: str, spore: str, names: bool = False) -> tuple[dict[str, str], dict[str, str]]:
+    """Server and client command templates of each implementation; ``names``: the clients are given host names."""
     ports = "--min-port 20000 --max-port 29999"
     servers = {"bore": f"{bore} server {ports}", "spore": f"{spore} server {ports}"}
+    to, local = ("localhost", "") if names else (HOST, f" --local-host {HOST}")
     clients = {
-        "bore": f"{bore} local {{local_port}} --to {HOST} --local-host {HOST}",
-        "spore": f"{spore} local {{local_port}} --to {HOST} -l {HOST}",
+        "bore": f"{bore} local {{local_port}} --to {to}{local}",
+        "spore": f"{spore} local {{local_port}} --to {to}{local}",
     }
     return servers, clients
 
@@ -297,6 +298,8 @@ def main() -> int:
     parser.add_argument("--pairs", default=",".join(PAIRS), help="comma list of %(default)s")
     parser.add_argument("--skip-interactive", action="store_true", help="the harness only")
     parser.add_argument("--json", metavar="FILE", help="also write every raw run here")
+    parser.add_argument("--names", action="store_true", help="give both clients host names, as most users do: "
+                        "--to localhost, and the default local host (localhost), instead of 127.0.0.1")
     args = parser.parse_args()
     pairs = [p for p in args.pairs.split(",") if p]
     unknown = [p for p in pairs if p not in PAIRS]
@@ -317,11 +320,11 @@ def main() -> int:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, exit_on_signal)
 
-    servers, clients = tunnel_commands(bore, spore)
+    servers, clients = tunnel_commands(bore, spore, args.names)
     keys = [k for k, _, bench, _ in FIGURES if bench == "harness" or not args.skip_interactive]
     config = {"bore": args.bore, "bore_version": version(bore), "spore": spore, "spore_version": version(spore),
               "harness": args.harness, "runs": args.runs, "quick": args.quick, "pairs": pairs,
-              "interactive": not args.skip_interactive, "cpus": os.cpu_count()}
+              "interactive": not args.skip_interactive, "names": args.names, "cpus": os.cpu_count()}
     runs: list[dict] = []
     started = time.monotonic()
     total = 2 * args.runs * len(pairs)

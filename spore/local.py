@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import uuid
-from typing import TextIO
+from typing import Callable, TextIO
 
 from twisted.application.internet import ClientService, backoffPolicy
 from twisted.internet import error
@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 
 from spore import auth
 from spore.control import HANDSHAKE_TIMEOUT, TIMED_OUT, FrameProtocol
-from spore.dialing import Dialer, EndpointDialer, QuietFactory
+from spore.dialing import Dialer, EndpointDialer, QuietFactory, reached
 from spore.messages import (
     PORT_RESERVED,
     SECRET_WITHDRAWN,
@@ -88,6 +88,7 @@ class ControlProtocol(ServerConnectionProtocol):
 
     def connectionMade(self) -> None:
         keep_alive(self.transport)
+        self.client.server_reached(self.transport.getPeer())
         if self.settings.secret is not None:
             self.state = "challenge"
         else:
@@ -260,15 +261,22 @@ class LocalClient:
         server: IStreamClientEndpoint,
         local: IStreamClientEndpoint,
         stdout: TextIO | None = None,
-        dial_server: Dialer | None = None,
         dial_local: Dialer | None = None,
+        dial_server_at: Callable[[str], Dialer] | None = None,
     ) -> None:
-        """``server`` and ``local`` are where to connect; ``dial_*``, if given, dial the same places faster (spore.dialing)."""
+        """``server`` and ``local`` are where to connect; ``dial_local``, if given, dials the same place faster.
+
+        ``dial_server_at``, if given, makes a Dialer to the server at an IP
+        address: data connections then go to the address the control
+        connection reached, with no name resolved per visitor, and to the same
+        server when its name has several addresses (see spore.dialing).
+        """
         self.settings = settings
         self.clock = clock
         self.server_endpoint = server
         self.local_endpoint = local
-        self.dial_server = dial_server or EndpointDialer(server)
+        self.dial_server: Dialer = EndpointDialer(server)
+        self.dial_server_at = dial_server_at
         self.dial_local = dial_local or EndpointDialer(local)
         self.stdout = stdout if stdout is not None else sys.__stdout__
         self.server = f"{settings.to}:{settings.control_port}"
@@ -321,6 +329,12 @@ class LocalClient:
         if self.lost_at is None:
             self.lost_at = self.clock.seconds()
         self.log.warn("tunnel on port {port} lost: {why}; reconnecting", port=self.remote_port, why=why)
+
+    def server_reached(self, peer) -> None:
+        """A control connection is open to ``peer``: its data connections go there too, if they can."""
+        address = reached(peer) if self.dial_server_at is not None else None
+        if address is not None:
+            self.dial_server = self.dial_server_at(address)
 
     def give_up_old_port(self) -> None:
         """Ask for the port asked for at first from now on, not the one the lost tunnel had."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Callable
 
 from twisted.application.service import Service
 from twisted.internet.abstract import isIPAddress, isIPv6Address
@@ -16,7 +17,7 @@ from zope.interface import implementer
 from spore import options as check
 from spore import tls
 from spore.control import HANDSHAKE_TIMEOUT
-from spore.dialing import tcp_dialer
+from spore.dialing import Dialer, EndpointDialer, RememberingDialer, TCPDialer, tcp_dialer
 from spore.limits import announce_open_file_limit
 from spore.local import LocalClient, TunnelFailed
 from spore.settings import DEFAULT_CONTROL_PORT, LocalSettings
@@ -144,8 +145,8 @@ def dial(reactor, host: str, port: int, timeout: float) -> IStreamClientEndpoint
     return HostnameEndpoint(reactor, host, port, timeout=timeout)
 
 
-def server_endpoint(options: Options, reactor) -> IStreamClientEndpoint:
-    """How to reach the server: --connect, or --to and --control-port; then --tls on top."""
+def server_endpoint(options: Options, reactor, address: str | None = None) -> IStreamClientEndpoint:
+    """How to reach the server: --connect, or --to (or the IP ``address`` it resolved to) and --control-port; then --tls on top."""
     settings = options.settings
     if options["connect"]:
         try:
@@ -153,11 +154,22 @@ def server_endpoint(options: Options, reactor) -> IStreamClientEndpoint:
         except (ValueError, KeyError, TypeError) as e:
             raise SystemExit(f"Error: --connect {options['connect']!r} is not a usable endpoint: {e}") from e
     else:
-        endpoint = dial(reactor, settings.to, settings.control_port, HANDSHAKE_TIMEOUT)
+        endpoint = dial(reactor, address or settings.to, settings.control_port, HANDSHAKE_TIMEOUT)
     if options.tls_options is None:
         return endpoint
+    # The certificate is checked against --to whatever address is dialled.
     endpoint = tls.wrap_client_endpoint(endpoint, options.tls_options)
     return _Unverified(endpoint, f"{settings.to}:{settings.control_port}") if options["insecure"] else endpoint
+
+
+def server_dialer_at(options: Options, reactor) -> Callable[[str], Dialer] | None:
+    """What dials the server at the IP address a control connection reached; None with --connect, which says how."""
+    if options["connect"]:
+        return None
+    if options.tls_options is None:
+        port = options.settings.control_port
+        return lambda address: TCPDialer(reactor, address, port, HANDSHAKE_TIMEOUT)
+    return lambda address: EndpointDialer(server_endpoint(options, reactor, address))
 
 
 class LocalService(Service):
@@ -168,17 +180,20 @@ class LocalService(Service):
     exit_status = 0
 
     def __init__(
-        self, settings: LocalSettings, reactor, server: IStreamClientEndpoint, plain_tcp_server: bool = False
+        self,
+        settings: LocalSettings,
+        reactor,
+        server: IStreamClientEndpoint,
+        dial_server_at: Callable[[str], Dialer] | None = None,
     ) -> None:
-        """``plain_tcp_server``: the server is ``settings.to``, an IP address, reached without TLS."""
+        """``dial_server_at``: see LocalClient."""
         self.reactor = reactor
-        host, port = settings.local_host, settings.local_port
-        local = dial(reactor, host, port, settings.local_connect_timeout)
+        host, port, timeout = settings.local_host, settings.local_port, settings.local_connect_timeout
+        local = dial(reactor, host, port, timeout)
         self.client = LocalClient(
             settings, reactor, server, local,
-            dial_server=tcp_dialer(reactor, settings.to, settings.control_port, HANDSHAKE_TIMEOUT)
-            if plain_tcp_server else None,
-            dial_local=tcp_dialer(reactor, host, port, settings.local_connect_timeout),
+            dial_local=tcp_dialer(reactor, host, port, timeout) or RememberingDialer(reactor, local, port, timeout),
+            dial_server_at=dial_server_at,
         )
 
     def startService(self) -> None:
@@ -211,5 +226,6 @@ class LocalService(Service):
 def makeService(options: Options) -> LocalService:
     from twisted.internet import reactor
 
-    plain_tcp = not (options["connect"] or options.settings.tls)
-    return LocalService(options.settings, reactor, server_endpoint(options, reactor), plain_tcp_server=plain_tcp)
+    return LocalService(
+        options.settings, reactor, server_endpoint(options, reactor), dial_server_at=server_dialer_at(options, reactor)
+    )

@@ -74,10 +74,11 @@ class TunnelReactor(MemoryReactorClock):
 class MemoryEndpoint:
     """Each connect() gives a protocol on a new Transport, recorded in ``connections``."""
 
-    def __init__(self) -> None:
+    def __init__(self, peer_host: str = "127.0.0.1") -> None:
         self.connections: list[tuple[object, Transport]] = []
+        self.peer_host = peer_host  # the address the name resolved to
 
     def connect(self, factory):
-        protocol, transport = connect(factory)
+        protocol, transport = connect(factory, self.peer_host)
         self.connections.append((protocol, transport))
         return succeed(protocol)

@@ -38,6 +38,19 @@ def test_echo_through_tunnel(processes, echo_service):
     assert_echoes(public_port)
 
 
+def test_server_and_local_service_given_by_name(processes, echo_service):
+    # Each name is resolved once, then its address dialled for each visitor (spore.dialing).
+    _, control_port = processes.server()
+    local = processes.spore("local", str(echo_service.port), "--to", "localhost", "--control-port", str(control_port))
+    public_port = int(local.wait_for(r"listening at localhost:(\d+)").group(1))
+    for _ in range(20):
+        assert_echoes(public_port)
+    with ThreadPoolExecutor(10) as visitors:
+        replies = list(visitors.map(lambda i: exchange(public_port, b"%d" % i * 1000), range(10), timeout=3 * TIMEOUT))
+    assert replies == [b"%d" % i * 1000 for i in range(10)]
+    assert echo_service.connections == 30
+
+
 def test_megabytes_both_ways_arrive_intact(processes, echo_service):
     _, control_port = processes.server()
     _, public_port = processes.local(echo_service.port, control_port)

@@ -11,6 +11,7 @@ from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.python.failure import Failure
 
 from spore import auth
+from spore.dialing import QuietFactory
 from spore.local import LocalClient, TunnelFailed
 from spore.messages import (
     Accept,
@@ -70,6 +71,27 @@ def test_a_visitor_gets_a_data_connection_spliced_to_the_local_service():
     local.dataReceived(b"service bytes")
     assert data_transport.value() == encode(Accept(ID)) + b"service bytes"
     assert outcome == []
+
+
+def test_data_connections_go_to_the_address_the_control_connection_reached():
+    reactor, server = TunnelReactor(), MemoryEndpoint(peer_host="192.0.2.7")
+    settings = LocalSettings(local_port=3000, to="tunnel.example")
+    dialled = []
+
+    class Dialer:
+        def __init__(self, address):
+            self.address = address
+
+        def dial(self, build, failed):
+            dialled.append(self.address)
+            server.connect(QuietFactory(build))
+
+    client = LocalClient(settings, reactor, server, MemoryEndpoint(), stdout=io.StringIO(), dial_server_at=Dialer)
+    client.start()
+    control, _ = server.connections[0]
+    control.dataReceived(encode(Hello(20345)) + encode(Connection(ID)))
+    assert dialled == ["192.0.2.7"]
+    assert server.connections[1][1].value() == encode(Accept(ID))
 
 
 def test_a_data_connection_answers_the_challenge_before_accepting():

@@ -25,6 +25,18 @@ def test_a_tunnel_over_tls_carries_bytes(processes, echo_service, pki):
     assert_echoes(public_port)
 
 
+def test_a_tls_server_given_by_name_carries_every_visitor(processes, echo_service, pki):
+    # Data connections go to the address "localhost" resolved to for the control connection.
+    _, control_port = tls_server(processes, pki.server)
+    client = processes.spore(
+        "local", str(echo_service.port), "--to", "localhost", "--control-port", str(control_port),
+        "--tls", "--cacertfile", pki.ca,
+    )
+    public_port = int(client.wait_for(r"listening at localhost:(\d+)").group(1))
+    assert_echoes(public_port)
+    assert_echoes(public_port)
+
+
 def test_the_control_port_speaks_only_tls(processes, pki):
     _, control_port = tls_server(processes, pki.server, "--secret", "s3cret")
     # A plain server with a secret would send its Challenge at once.
