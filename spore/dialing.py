@@ -120,9 +120,8 @@ class RememberingDialer:
     """Dials a host name through its endpoint, and for a while after the address a connection reached.
 
     Resolving a name on every visitor's path costs a round trip through the
-    reactor's thread pool, and for a name with an IPv6 and an IPv4 address
-    often a refused attempt at the first before the second: twice the
-    client's CPU per visitor for ``localhost``, measured.  The name is
+    reactor's thread pool and ``HostnameEndpoint``'s racing of attempts:
+    twice the client's CPU per visitor for ``localhost``, measured.  The name is
     resolved again once ``remember_for`` seconds have passed since its address
     was learned, and whenever a direct connection to it fails: then that
     visitor is dialled through the endpoint, so a name that moved costs one

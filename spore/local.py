@@ -333,8 +333,8 @@ class LocalClient:
     def server_reached(self, peer) -> None:
         """A control connection is open to ``peer``: its data connections go there too, if they can."""
         address = reached(peer) if self.dial_server_at is not None else None
-        if address is not None:
-            self.dial_server = self.dial_server_at(address)
+        # Not one to dial again as it is: the endpoint, as for the first control connection.
+        self.dial_server = EndpointDialer(self.server_endpoint) if address is None else self.dial_server_at(address)
 
     def give_up_old_port(self) -> None:
         """Ask for the port asked for at first from now on, not the one the lost tunnel had."""
