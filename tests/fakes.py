@@ -28,9 +28,12 @@ class Transport(StringTransport):
         return self.disconnecting
 
 
-def connect(factory, peer_host: str = "127.0.0.1") -> tuple[object, Transport]:
-    """Build a protocol from ``factory`` and connect it to a fresh Transport: (None, None) if refused."""
-    address = IPv4Address("TCP", peer_host, next(_client_ports))
+def connect(factory, peer_host="127.0.0.1") -> tuple[object, Transport]:
+    """Build a protocol from ``factory`` and connect it to a fresh Transport: (None, None) if refused.
+
+    ``peer_host`` is an IPv4 address, or the whole address of the peer.
+    """
+    address = IPv4Address("TCP", peer_host, next(_client_ports)) if isinstance(peer_host, str) else peer_host
     protocol = factory.buildProtocol(address)
     if protocol is None:
         return None, None
@@ -76,7 +79,7 @@ class MemoryEndpoint:
 
     def __init__(self, peer_host: str = "127.0.0.1") -> None:
         self.connections: list[tuple[object, Transport]] = []
-        self.peer_host = peer_host  # the address the name resolved to
+        self.peer_host = peer_host  # the address the name resolved to (see connect)
 
     def connect(self, factory):
         protocol, transport = connect(factory, self.peer_host)

@@ -6,6 +6,7 @@ import io
 import uuid
 
 import pytest
+from twisted.internet.address import IPv6Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ConnectionDone, ConnectionRefusedError
 from twisted.python.failure import Failure
@@ -92,6 +93,33 @@ def test_data_connections_go_to_the_address_the_control_connection_reached():
     control.dataReceived(encode(Hello(20345)) + encode(Connection(ID)))
     assert dialled == ["192.0.2.7"]
     assert server.connections[1][1].value() == encode(Accept(ID))
+
+
+def test_after_reconnecting_to_an_address_not_to_dial_again_data_connections_go_through_the_endpoint():
+    reactor, server = TunnelReactor(), MemoryEndpoint(peer_host="192.0.2.7")
+    settings = LocalSettings(local_port=3000, to="tunnel.example")
+    dialled = []
+
+    class Dialer:
+        def __init__(self, address):
+            self.address = address
+
+        def dial(self, build, failed):
+            dialled.append(self.address)
+            server.connect(QuietFactory(build))
+
+    client = LocalClient(settings, reactor, server, MemoryEndpoint(), stdout=io.StringIO(), dial_server_at=Dialer)
+    client.start()
+    control, _ = server.connections[0]
+    control.dataReceived(encode(Hello(20345)))
+    # The name now leads to a link-local address, which needs its interface.
+    server.peer_host = IPv6Address("TCP", "fe80::7", 7835, scopeID=2)
+    lose(control)
+    reactor.advance(2)
+    again, _ = server.connections[1]
+    again.dataReceived(encode(Hello(20345)) + encode(Connection(ID)))
+    assert dialled == []  # not to 192.0.2.7, the address of the connection lost
+    assert server.connections[2][1].value() == encode(Accept(ID))
 
 
 def test_a_data_connection_answers_the_challenge_before_accepting():
