@@ -112,8 +112,10 @@ class VisitorProtocol(SpliceProtocol):
     def connectionMade(self) -> None:
         # Read nothing until a client claims us: there is nowhere to put it.
         self.transport.pauseProducing()
-        tune(self.transport, None, None)  # the sizes come from the listening socket
         self.tunnel.visitor_arrived(self)
+        # After its announcement, which the client waits for (and nothing is
+        # read or sent before the claim); the sizes come from the listening socket.
+        tune(self.transport, None, None)
 
     def dataReceived(self, data: bytes) -> None:
         self.bytes_in += len(data)
@@ -488,18 +490,21 @@ class ServerProtocol(FrameProtocol):
             self.state = "closed"
             self.transport.loseConnection()
             return
+        self.state = "forwarding"
+        self.setRawMode()
+        self.splice(visitor)
+        # The visitor's first bytes are waiting: on their way before the
+        # bookkeeping and the log line.  Reading cannot close the visitor
+        # here (an error aborts it on the next turn), so it is still there
+        # to be counted as claimed.
+        visitor.read_now()
         visitor.claimed()
         # A per-address limit (spore.policies) counts the visitor already:
         # a busy tunnel must not be throttled by its own data connections.
         stop_counting = getattr(self.transport, "stop_counting", None)
         if stop_counting is not None:
             stop_counting()
-        self.state = "forwarding"
         tune(self.transport, self.server.settings.sndbuf, self.server.settings.recbuf)
-        self.setRawMode()
-        self.splice(visitor)
-        # The visitor's first bytes are waiting: on their way before the log line.
-        visitor.read_now()
         self.log.info("visitor {id} claimed by {who}", id=str(id), who=self.who, client=self.client, name=self.name)
         self.server.metrics.control("data")
 
