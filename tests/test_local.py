@@ -74,8 +74,9 @@ def test_a_visitor_gets_a_data_connection_spliced_to_the_local_service():
     assert outcome == []
 
 
-def test_data_connections_go_to_the_address_the_control_connection_reached():
-    reactor, server = TunnelReactor(), MemoryEndpoint(peer_host="192.0.2.7")
+def start_dialling_addresses(peer_host: str):
+    """A client whose server's name leads to ``peer_host``; the addresses its data connections were dialled at."""
+    reactor, server = TunnelReactor(), MemoryEndpoint(peer_host=peer_host)
     settings = LocalSettings(local_port=3000, to="tunnel.example")
     dialled = []
 
@@ -89,6 +90,11 @@ def test_data_connections_go_to_the_address_the_control_connection_reached():
 
     client = LocalClient(settings, reactor, server, MemoryEndpoint(), stdout=io.StringIO(), dial_server_at=Dialer)
     client.start()
+    return reactor, server, dialled
+
+
+def test_data_connections_go_to_the_address_the_control_connection_reached():
+    reactor, server, dialled = start_dialling_addresses("192.0.2.7")
     control, _ = server.connections[0]
     control.dataReceived(encode(Hello(20345)) + encode(Connection(ID)))
     assert dialled == ["192.0.2.7"]
@@ -96,20 +102,7 @@ def test_data_connections_go_to_the_address_the_control_connection_reached():
 
 
 def test_after_reconnecting_to_an_address_not_to_dial_again_data_connections_go_through_the_endpoint():
-    reactor, server = TunnelReactor(), MemoryEndpoint(peer_host="192.0.2.7")
-    settings = LocalSettings(local_port=3000, to="tunnel.example")
-    dialled = []
-
-    class Dialer:
-        def __init__(self, address):
-            self.address = address
-
-        def dial(self, build, failed):
-            dialled.append(self.address)
-            server.connect(QuietFactory(build))
-
-    client = LocalClient(settings, reactor, server, MemoryEndpoint(), stdout=io.StringIO(), dial_server_at=Dialer)
-    client.start()
+    reactor, server, dialled = start_dialling_addresses("192.0.2.7")
     control, _ = server.connections[0]
     control.dataReceived(encode(Hello(20345)))
     # The name now leads to a link-local address, which needs its interface.
