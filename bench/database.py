@@ -35,6 +35,7 @@ import os
 import re
 import shlex
 import shutil
+import socket
 import statistics
 import subprocess
 import sys
@@ -60,8 +61,6 @@ def as_database_user(argv: list[str]) -> list[str]:
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind((HOST, 0))
         return sock.getsockname()[1]
@@ -79,8 +78,10 @@ class Database:
         self.data = os.path.join(self.dir, "data")
 
     def run(self, program: str, *args: str) -> None:
-        subprocess.run(as_database_user([os.path.join(self.bin, program), *args]), check=True,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=120)
+        done = subprocess.run(as_database_user([os.path.join(self.bin, program), *args]), check=False,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} failed ({done.returncode}): {done.stderr.strip()[-800:]}")
 
     def start(self) -> None:
         self.run("initdb", "-D", self.data, "-A", "trust", "-U", "bench")
@@ -91,8 +92,9 @@ class Database:
     def stop(self) -> None:
         try:
             self.run("pg_ctl", "-D", self.data, "-m", "immediate", "stop")
-        finally:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        except RuntimeError as e:  # not started, or already gone: say so, and do not hide why we stopped
+            print(e, file=sys.stderr)
+        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def pgbench(db: Database, port: int, mode: str, args: argparse.Namespace) -> float:

@@ -77,7 +77,7 @@ class TunnelReactor(MemoryReactorClock):
 class MemoryEndpoint:
     """Each connect() gives a protocol on a new Transport, recorded in ``connections``."""
 
-    def __init__(self, peer_host: str = "127.0.0.1") -> None:
+    def __init__(self, peer_host="127.0.0.1") -> None:
         self.connections: list[tuple[object, Transport]] = []
         self.peer_host = peer_host  # the address the name resolved to (see connect)
 
