@@ -17,7 +17,7 @@ straight to the database and through each tunnel in turn:
 and prints transactions per second, medians of the rounds, with each tunnel's
 figure divided by direct and Spore's by bore's.  The tunnels are bore 0.5
 (client and server) and Spore (client and server), started as
-``bench/versus_bore.py`` starts them; bore's control port is fixed, so run it
+``bench/versus_bore.py`` and ``bench/interactive.py`` start them; bore's control port is fixed, so run it
 in a private network namespace:
 
     unshare -n sh -c 'ip link set lo up; .venv/bin/python bench/database.py'
@@ -33,19 +33,19 @@ import argparse
 import glob
 import os
 import re
-import shlex
 import shutil
 import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from versus_bore import HOST, REPO, stop, tunnel_commands, wait_control_port  # noqa: E402
+from interactive import start_tunnel  # noqa: E402
+from versus_bore import HOST, REPO, tunnel_commands, wait_control_port  # noqa: E402
 
 MODES = {"held": [], "per_connection": ["--connect"]}
+PORT_REGEX = r"listening at [^\s:]+:(\d+)"
 
 
 def postgres_bin() -> str | None:
@@ -109,28 +109,6 @@ def pgbench(db: Database, port: int, mode: str, args: argparse.Namespace) -> flo
     return float(match.group(1))
 
 
-def start_tunnel(server_cmd: str, client_cmd: str, log_dir: str) -> tuple[list[subprocess.Popen], int]:
-    if not wait_control_port(10):
-        raise RuntimeError("port 7835 is taken: run this in a private network namespace")
-    server = subprocess.Popen(shlex.split(server_cmd), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    time.sleep(0.5)
-    log = os.path.join(log_dir, "client.log")
-    with open(log, "w") as out:
-        client = subprocess.Popen(shlex.split(client_cmd), stdout=out, stderr=subprocess.STDOUT,
-                                  start_new_session=True)
-    end = time.monotonic() + 10
-    while time.monotonic() < end and client.poll() is None:
-        with open(log) as f:
-            found = re.search(r"listening at [^\s:]+:(\d+)", re.sub(r"\x1b\[[0-9;]*m", "", f.read()))
-        if found:
-            return [client, server], int(found.group(1))
-        time.sleep(0.05)
-    for process in (client, server):
-        stop(process)
-    raise RuntimeError(f"the tunnel did not open: {client_cmd}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bore", default=os.path.normpath(os.path.join(REPO, "../shared/bore/bore-0.5")))
@@ -156,12 +134,17 @@ def main() -> int:
                     if name == "direct":
                         runs[name].append(pgbench(db, db.port, mode, args))
                         continue
-                    processes, public = start_tunnel(servers[name], clients[name].format(local_port=db.port), db.dir)
+                    if not wait_control_port(10):
+                        sys.exit("port 7835 is taken: run this in a private network namespace")
+                    tunnel = argparse.Namespace(server_cmd=servers[name], client_cmd=clients[name],
+                                                server_ready_regex="listening", port_regex=PORT_REGEX)
+                    programs = []
                     try:
+                        _, _, public = start_tunnel(tunnel, db.port, db.dir, programs)
                         runs[name].append(pgbench(db, public, mode, args))
                     finally:
-                        for process in processes:
-                            stop(process)
+                        for program in programs:
+                            program.stop()
                 print(f"round {rep + 1}, {mode}: " + ", ".join(f"{n} {runs[n][-1]:.0f} tps" for n in order),
                       flush=True)
     finally:
